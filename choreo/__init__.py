@@ -1,0 +1,49 @@
+"""choreo: choreographic programming for Python.
+
+Write a distributed protocol once, as a global program over roles; choreo
+checks it, projects one endpoint program per role, and runs the endpoints
+in-process or as separate processes over gRPC.
+"""
+
+from choreo._dsl import At, Choreography, Role, Roles, choreography
+from choreo._errors import (
+    CheckError,
+    ChoreoError,
+    ChoreoInternalError,
+    ChoreoRuntimeError,
+    CodecError,
+    DeadlineError,
+    PeerFailedError,
+    ProtocolError,
+    RoleFailedError,
+    TransportError,
+    UsageError,
+    VersionMismatchError,
+)
+from choreo._loader import module_from_source
+from choreo._run import run, run_async
+
+__all__ = [
+    "At",
+    "CheckError",
+    "ChoreoError",
+    "ChoreoInternalError",
+    "ChoreoRuntimeError",
+    "Choreography",
+    "CodecError",
+    "DeadlineError",
+    "PeerFailedError",
+    "ProtocolError",
+    "Role",
+    "RoleFailedError",
+    "Roles",
+    "TransportError",
+    "UsageError",
+    "VersionMismatchError",
+    "choreography",
+    "module_from_source",
+    "run",
+    "run_async",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,410 @@
+"""The user-facing language objects: ``Role``, ``At``, ``@choreography``.
+
+``@choreography`` returns a ``Choreography``. Nothing is analysed when the
+module is imported: the first call, ``project`` or ``run`` parses the file
+with libcst, checks and projects the function, and keeps the result in a
+process-wide cache keyed by the source hash, so importing or loading the same
+source again costs nothing.
+
+Calling a ``Choreography`` directly runs it *centrally*: the original Python
+function executes with ``Role`` objects whose ``send`` just hands the value
+over (as a copy, like the network would). That is the reference semantics
+every projected run is tested against.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import functools
+import hashlib
+import inspect
+import linecache
+import re
+import types
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import libcst as cst
+
+from choreo._checker import NeedsAnnotation, check
+from choreo._codegen import function_name, generate
+from choreo._epp import EndpointIR, project
+from choreo._errors import CheckError, ChoreoInternalError, UsageError
+from choreo._frontend import ParsedModule, find_choreographies, parse_function, parse_module
+from choreo._ir import Call, ChoreographyIR, For, If, Signature, Stmt, While
+from choreo._source import Diagnostic
+
+__all__ = ["At", "Choreography", "Role", "Roles", "choreography", "stats"]
+
+T = TypeVar("T")
+EndpointFunction = Callable[..., Coroutine[Any, Any, Any]]
+
+
+class Role:
+    """A role of a choreography.
+
+    In a choreography's signature, ``alice: Role`` declares a role. In a
+    central run, role parameters are ``Role`` objects: ``with alice:`` does
+    nothing and ``alice.send(v, to=bob)`` returns a copy of ``v``.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Role({self.name!r})"
+
+    def __enter__(self) -> Role:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def send(self, value: T, *, to: Role | list[Role] | tuple[Role, ...]) -> T:
+        """Central semantics of a send: the receiver gets a copy of ``value``."""
+        del to
+        return copy.deepcopy(value)
+
+
+class Roles:
+    """A group of roles whose size is chosen at run time (not supported yet)."""
+
+
+class _AtAlias:
+    __slots__ = ("role", "type")
+
+    def __init__(self, type_: object, role: str) -> None:
+        self.type = type_
+        self.role = role
+
+    def __repr__(self) -> str:
+        return f"At[{self.type!r}, {self.role!r}]"
+
+
+class At(Generic[T]):
+    """``At[T, "role"]``: a value of type ``T`` held by ``role`` only."""
+
+    def __class_getitem__(cls, params: object) -> Any:
+        if not isinstance(params, tuple) or len(params) != 2:
+            raise TypeError('At takes a type and a role name: At[int, "alice"]')
+        return _AtAlias(params[0], params[1])
+
+
+@dataclass
+class _Stats:
+    """Counters of the expensive work done (tests use them to check the cache)."""
+
+    parses: int = 0
+    checks: int = 0
+    projections: int = 0
+
+
+stats = _Stats()
+
+# file source hash -> parsed module; (function source hash, name) -> artefacts
+_MODULES: dict[tuple[str, str], ParsedModule] = {}
+_CHECKED: dict[tuple[str, str], tuple[ChoreographyIR, list[Diagnostic]]] = {}
+_PROJECTED: dict[tuple[str, str], dict[str, EndpointIR]] = {}
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Choreography:
+    """A ``@choreography`` function: call it to run centrally, or project and run it.
+
+    Attributes:
+        name: the function's name.
+        file: the file it is defined in.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        if not inspect.isfunction(fn):
+            raise UsageError("@choreography decorates a function")
+        self._fn = fn
+        functools.update_wrapper(self, fn)
+        self.name: str = fn.__name__
+        self.file: str = fn.__code__.co_filename
+        self._line = fn.__code__.co_firstlineno
+        self._parsed: tuple[ChoreographyIR, list[Diagnostic], str] | None = None
+        self._checked: ChoreographyIR | None = None
+        self._checking = False
+        self._sources: dict[str, str] = {}
+        self._functions: dict[str, EndpointFunction] = {}
+        self._hash: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<choreography {self.name} from {self.file}:{self._line}>"
+
+    # -- analysis -----------------------------------------------------------
+    def _parse(self) -> tuple[ChoreographyIR, list[Diagnostic], str]:
+        """Front end only: IR, syntax diagnostics, and the function's own source hash."""
+        if self._parsed is not None:
+            return self._parsed
+        lines = linecache.getlines(self.file, self._fn.__globals__)
+        if not lines:
+            raise UsageError(
+                f"cannot read the source of choreography {self.name!r} ({self.file}); "
+                "choreographies must be defined in a file (or loaded with choreo.module_from_source)"
+            )
+        source = "".join(lines)
+        key = (self.file, _sha(source))
+        pm = _MODULES.get(key)
+        if pm is None:
+            stats.parses += 1
+            try:
+                pm = parse_module(source, self.file)
+            except cst.ParserSyntaxError as exc:
+                raise UsageError(f"{self.file}: cannot parse: {exc}") from None
+            _MODULES[key] = pm
+        fn = self._find(pm)
+        own = _sha(pm.code(fn) + self.file)
+        ir, diags = parse_function(pm, fn)
+        self._parsed = (ir, diags, own)
+        return self._parsed
+
+    def _find(self, pm: ParsedModule) -> cst.FunctionDef:
+        candidates = [f for f in find_choreographies(pm) if f.name.value == self.name]
+        for f in candidates:
+            span = pm.span(f)
+            if span.line <= self._line <= span.end_line:
+                return f
+        if len(candidates) == 1:
+            return candidates[0]
+        raise UsageError(
+            f"cannot find `def {self.name}` decorated with @choreography in {self.file} "
+            "(was the file changed after it was imported?)"
+        )
+
+    def _signature(self) -> Signature:
+        ir, _, _ = self._parse()
+        if ir.declared:
+            result = frozenset({ir.returns}) if ir.returns is not None else None
+            return Signature(ir.name, ir.params, result)
+        if self._checking:
+            raise NeedsAnnotation(self.name)
+        return Signature(ir.name, ir.params, self._check().result)
+
+    def _lookup(self, dotted: str) -> object:
+        parts = dotted.split(".")
+        scope = self._fn.__globals__
+        if parts[0] in scope:
+            obj: object = scope[parts[0]]
+        elif hasattr(builtins, parts[0]):
+            obj = getattr(builtins, parts[0])
+        else:
+            return None
+        for attr in parts[1:]:
+            obj = getattr(obj, attr, None)
+        return obj
+
+    def _resolve(self, name: str) -> Signature | None:
+        obj = self._lookup(name)
+        if isinstance(obj, Choreography):
+            return obj._signature()
+        return None
+
+    def _is_global(self, name: str) -> bool:
+        return name in self._fn.__globals__ or hasattr(builtins, name)
+
+    def _check(self) -> ChoreographyIR:
+        if self._checked is not None:
+            return self._checked
+        ir, diags, own = self._parse()
+        key = (own, self.name)
+        cached = _CHECKED.get(key)
+        if cached is None:
+            if self._checking:
+                raise ChoreoInternalError(f"re-entrant check of {self.name}")
+            self._checking = True
+            try:
+                stats.checks += 1
+                checked, more = check(ir, self._resolve, self._is_global)
+            finally:
+                self._checking = False
+            cached = (checked, [*diags, *more])
+            _CHECKED[key] = cached
+        checked, all_diags = cached
+        if all_diags:
+            raise CheckError(sorted(all_diags, key=lambda d: (d.span.line, d.span.col)))
+        self._checked = checked
+        return checked
+
+    def check(self) -> None:
+        """Check the choreography.
+
+        Raises:
+            CheckError: with every diagnostic found.
+        """
+        self._check()
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The role parameter names, in order."""
+        return self._parse()[0].roles
+
+    @property
+    def params(self) -> tuple[tuple[str, str, str | None], ...]:
+        """``(name, kind, location)`` for every parameter (kind ``role`` or ``input``)."""
+        return tuple((p.name, p.kind, p.location) for p in self._parse()[0].params)
+
+    @property
+    def hash(self) -> str:
+        """Hash of this choreography's source and of every choreography it calls."""
+        if self._hash is None:
+            seen: dict[int, str] = {}
+            self._collect_hashes(seen)
+            self._hash = _sha("".join(sorted(seen.values())))
+        return self._hash
+
+    def _collect_hashes(self, seen: dict[int, str]) -> None:
+        if id(self) in seen:
+            return
+        seen[id(self)] = self._parse()[2]
+        for call in _calls(self._check().body):
+            obj = self._lookup(call.callee_name)
+            if isinstance(obj, Choreography):
+                obj._collect_hashes(seen)
+
+    def endpoints(self) -> dict[str, EndpointIR]:
+        """The projection of every role (endpoint IR)."""
+        checked = self._check()
+        key = (self._parse()[2], self.name)
+        eirs = _PROJECTED.get(key)
+        if eirs is None:
+            stats.projections += 1
+            try:
+                eirs = project(checked)
+            except Exception as exc:  # noqa: BLE001 - any failure here is our bug
+                raise ChoreoInternalError(f"projection of {self.name} failed: {exc!r}") from exc
+            _PROJECTED[key] = eirs
+        return eirs
+
+    def active_roles(self) -> tuple[str, ...]:
+        """Roles that communicate or run local code (the others are never started)."""
+        return tuple(r for r, e in self.endpoints().items() if e.active)
+
+    def project(self, role: str) -> str:
+        """The source of ``role``'s endpoint module.
+
+        Raises:
+            CheckError: the choreography has static errors.
+            UsageError: ``role`` is not a role of this choreography.
+        """
+        src = self._sources.get(role)
+        if src is not None:
+            return src
+        eirs = self.endpoints()
+        if role not in eirs:
+            raise UsageError(
+                f"choreography {self.name} has no role {role!r}; its roles are: "
+                + ", ".join(eirs)
+            )
+        src = generate(
+            eirs[role],
+            source_file=self.file.rsplit("/", 1)[-1],
+            chash=self.hash,
+            ep_name=self._ep_name(),
+        )
+        self._sources[role] = src
+        return src
+
+    def _ep_name(self) -> str:
+        text = self._parse_source_text()
+        name = "ep"
+        while re.search(rf"\b{name}\b", text):
+            name += "_"
+        return name
+
+    def _parse_source_text(self) -> str:
+        return "".join(linecache.getlines(self.file, self._fn.__globals__))
+
+    def _endpoint_function(self, role: str) -> EndpointFunction:
+        fn = self._functions.get(role)
+        if fn is not None:
+            return fn
+        src = self.project(role)
+        fn = load_endpoint(src, self, role)
+        self._functions[role] = fn
+        return fn
+
+    # -- central run ----------------------------------------------------------
+    def bind_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Map call arguments onto parameters; role parameters default to their own name.
+
+        Raises:
+            UsageError: an input is missing, unknown or given twice.
+        """
+        ir = self._parse()[0]
+        names = [p.name for p in ir.params]
+        if len(args) > len(names):
+            raise UsageError(f"{self.name} takes {len(names)} arguments, {len(args)} given")
+        bound: dict[str, Any] = dict(zip(names, args, strict=False))
+        for k, v in kwargs.items():
+            if k not in names:
+                raise UsageError(
+                    f"{self.name} has no parameter {k!r}; its parameters are: " + ", ".join(names)
+                )
+            if k in bound:
+                raise UsageError(f"{self.name}: parameter {k!r} given twice")
+            bound[k] = v
+        for p in ir.params:
+            if p.name in bound:
+                continue
+            if p.kind == "role":
+                bound[p.name] = Role(p.name)
+            else:
+                raise UsageError(
+                    f"{self.name} needs the input {p.name!r} (located at {p.location})"
+                )
+        return bound
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the choreography centrally (all roles in this process, no messages)."""
+        self._check()
+        return self._fn(**self.bind_inputs(args, kwargs))
+
+
+def _calls(stmts: tuple[Stmt, ...]) -> Iterator[Call]:
+    for s in stmts:
+        if isinstance(s, Call):
+            yield s
+        elif isinstance(s, If):
+            yield from _calls(s.then)
+            yield from _calls(s.orelse)
+        elif isinstance(s, While | For):
+            yield from _calls(s.body)
+
+
+def load_endpoint(source: str, chor: Choreography, role: str) -> EndpointFunction:
+    """Compile an endpoint module's source and bind it to ``chor``'s module globals.
+
+    The source is registered with ``linecache`` so tracebacks show it.
+    """
+    fname = function_name(chor.name, role)
+    filename = f"<choreo {fname} {chor.hash}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace: dict[str, Any] = {}
+    exec(compile(source, filename, "exec"), namespace)  # our own generated code
+    raw = namespace[fname]
+    fn = types.FunctionType(raw.__code__, chor._fn.__globals__, fname, raw.__defaults__)
+    return fn
+
+
+def choreography(fn: Callable[..., Any]) -> Choreography:
+    """Declare a choreography: a global program over roles, projected per role.
+
+    Args:
+        fn: a function whose parameters are roles (``Role``) and inputs located at
+            roles (``At[T, "role"]``).
+
+    Returns:
+        A ``Choreography``: call it to run centrally; pass it to ``choreo.run`` to
+        run every projected role; ``.project(role)`` shows a role's code.
+    """
+    return Choreography(fn)

@@ -1,0 +1,433 @@
+"""Endpoint projection: a checked ``ChoreographyIR`` -> one ``EndpointIR`` per role.
+
+Each construct is one case asking "am I the sender, a receiver, the owner,
+a decider, or none of these?":
+
+* ``with r:``           -> the block, at ``r`` only.
+* ``x = s.send(e, to=R)`` -> at ``s``: send ``e`` to ``R`` minus ``s`` (if ``s`` is
+  in ``R`` it keeps ``x = e`` and sends ``x``: a send to oneself moves nothing);
+  at each receiver: ``x = recv(s)``; elsewhere nothing.
+* a plain statement     -> at every role, then removed where nothing reads what it binds.
+* ``f(roles..., args...)`` -> at each role passed: a call of ``f``'s projection at the
+  callee role it was passed as; elsewhere nothing.
+* ``return v``          -> ``return v`` where ``v`` is located, ``return None`` elsewhere.
+
+Knowledge of choice (``if``/``while`` on a condition held by the *deciders* D):
+
+1. Every role projects both branches (for ``while``: the body).
+2. A decider evaluates the condition itself.
+3. A role outside D whose two branch projections are identical needs no
+   message: its projection is that common code (this covers every role that
+   takes part in neither branch). For ``while``, a role outside D whose body
+   projection is empty skips the loop entirely.
+4. Every other role outside D must be told: the *selector* (the first role of
+   D in parameter order) sends it a selection at the start of the branch
+   (``ep.select``), and it waits for one (``ep.offer``). No other role gets a
+   selection message, so the count is exact: one per role whose behaviour
+   differs between the branches, per execution of the ``if`` (per iteration of
+   the ``while``).
+5. Merging: when the two branch projections of a told role start with the same
+   silent steps (local code and assignments, no communication), those steps are
+   hoisted before the ``offer``; the role waits for the selection only where its
+   behaviour diverges. Steps that communicate are never hoisted, because the
+   selection travels on the same FIFO channel as the selector's data messages
+   and must be read before them.
+
+Identical means equal endpoint IR: same code text, same peers and labels (a
+label is the ``file:line`` of the global statement), compared structurally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TypeAlias
+
+import libcst as cst
+
+from choreo._ir import (
+    Call,
+    ChoreographyIR,
+    Expr,
+    For,
+    If,
+    Local,
+    Replicated,
+    Return,
+    Send,
+    Stmt,
+    While,
+)
+from choreo._source import Span
+
+__all__ = [
+    "EAssign",
+    "ECall",
+    "EFor",
+    "EIf",
+    "ELocal",
+    "EOffer",
+    "EOfferWhile",
+    "ERecv",
+    "EReplicated",
+    "EReturn",
+    "ESend",
+    "EStmt",
+    "EWhile",
+    "EndpointIR",
+    "project",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ELocal:
+    """Local code copied verbatim."""
+
+    code: str
+    body: tuple[cst.BaseStatement, ...] = field(compare=False, repr=False)
+    reads: frozenset[str] = field(compare=False)
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EReplicated:
+    """A plain statement every role runs (kept only where its result is read)."""
+
+    code: str
+    stmt: cst.BaseStatement = field(compare=False, repr=False)
+    reads: frozenset[str] = field(compare=False)
+    binds: frozenset[str] = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EAssign:
+    """``target = expr`` (a send to oneself), or ``expr`` alone when target is None."""
+
+    target: str | None
+    expr: Expr
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class ESend:
+    """Send ``expr`` to every role of ``to``."""
+
+    to: tuple[str, ...]
+    expr: Expr
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class ERecv:
+    """``target = recv(frm)``."""
+
+    target: str | None
+    frm: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class EIf:
+    """A decider's ``if``; when ``select_to`` is non-empty it also tells those roles."""
+
+    cond: Expr
+    then: tuple[EStmt, ...]
+    orelse: tuple[EStmt, ...]
+    select_to: tuple[str, ...]
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class EOffer:
+    """Wait for ``frm``'s selection, then run ``then`` or ``orelse``."""
+
+    frm: str
+    label: str
+    then: tuple[EStmt, ...]
+    orelse: tuple[EStmt, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EWhile:
+    """A decider's ``while``; tells ``select_to`` before every iteration and at the end."""
+
+    cond: Expr
+    body: tuple[EStmt, ...]
+    select_to: tuple[str, ...]
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class EOfferWhile:
+    """Iterate while ``frm`` selects "continue"."""
+
+    frm: str
+    label: str
+    body: tuple[EStmt, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EFor:
+    """``for target in iter`` over a replicated value."""
+
+    target: Expr
+    iter: Expr
+    body: tuple[EStmt, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ECall:
+    """Run ``callee``'s projection at ``role``, mapping its roles onto ours."""
+
+    target: str | None
+    callee: Expr
+    role: str
+    mapping: tuple[tuple[str, str], ...]
+    args: tuple[Expr, ...]
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class EReturn:
+    """``return value`` (``None`` when the value is located elsewhere)."""
+
+    value: Expr | None
+
+
+EStmt: TypeAlias = (
+    ELocal
+    | EReplicated
+    | EAssign
+    | ESend
+    | ERecv
+    | EIf
+    | EOffer
+    | EWhile
+    | EOfferWhile
+    | EFor
+    | ECall
+    | EReturn
+)
+
+_SILENT = (ELocal, EReplicated, EAssign)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointIR:
+    """One role's program: its inputs (parameter names, in order) and its body."""
+
+    choreography: str
+    role: str
+    file: str
+    params: tuple[str, ...]
+    body: tuple[EStmt, ...]
+    active: bool  # whether the role communicates or runs local code at all
+
+
+class _Projector:
+    def __init__(self, ir: ChoreographyIR) -> None:
+        self.ir = ir
+        self.roles = ir.roles
+        self.rank = {r: i for i, r in enumerate(ir.roles)}
+        self.memo: dict[tuple[int, str], tuple[EStmt, ...]] = {}
+
+    def selector(self, deciders: frozenset[str]) -> str:
+        return min(deciders, key=self.rank.__getitem__)
+
+    def block(self, stmts: tuple[Stmt, ...], r: str) -> tuple[EStmt, ...]:
+        key = (id(stmts), r)
+        got = self.memo.get(key)
+        if got is None:
+            out: list[EStmt] = []
+            for s in stmts:
+                out.extend(self.stmt(s, r))
+            got = self.memo[key] = tuple(out)
+        return got
+
+    def stmt(self, s: Stmt, r: str) -> list[EStmt]:
+        match s:
+            case Local():
+                if s.role != r:
+                    return []
+                return [ELocal(s.code, s.body, frozenset(u.name for u in s.reads), s.span)]
+            case Replicated():
+                return [EReplicated(s.code, s.stmt, frozenset(u.name for u in s.reads), s.binds)]
+            case Send():
+                return self.send(s, r)
+            case If():
+                return self.if_(s, r)
+            case While():
+                return self.while_(s, r)
+            case For():
+                body = self.block(s.body, r)
+                return [EFor(s.target, s.iter, body)] if body else []
+            case Call():
+                ours = dict((caller, callee) for callee, caller in s.roles)
+                if r not in ours:
+                    return []
+                role = ours[r]
+                target = s.target if (s.result is None or r in s.result) else None
+                args = tuple(e for at, e in s.inputs if at == role)
+                return [ECall(target, s.callee, role, s.roles, args, s.span.ref())]
+            case Return():
+                keep = s.value is not None and (s.location is None or r in s.location)
+                return [EReturn(s.value if keep else None)]
+        raise AssertionError(f"unknown statement {s!r}")  # pragma: no cover
+
+    def send(self, s: Send, r: str) -> list[EStmt]:
+        label = s.span.ref()
+        if r == s.sender:
+            others = tuple(q for q in s.receivers if q != r)
+            if r in s.receivers:
+                out: list[EStmt] = [EAssign(s.target, s.expr, label)]
+                if others:
+                    value = s.expr
+                    if s.target is not None:
+                        value = Expr(s.target, cst.Name(s.target), (), s.expr.span)
+                    out.append(ESend(others, value, label))
+                return out
+            return [ESend(others, s.expr, label)]
+        if r in s.receivers:
+            return [ERecv(s.target, s.sender, label)]
+        return []
+
+    def if_(self, s: If, r: str) -> list[EStmt]:
+        then = self.block(s.then, r)
+        orelse = self.block(s.orelse, r)
+        label = s.span.ref()
+        deciders = s.deciders
+        if deciders is None or r in deciders:
+            to: tuple[str, ...] = ()
+            if deciders is not None and r == self.selector(deciders):
+                to = tuple(
+                    q
+                    for q in self.roles
+                    if q not in deciders and self.block(s.then, q) != self.block(s.orelse, q)
+                )
+            if not to and then == orelse:
+                return list(then)
+            return [EIf(s.cond, then, orelse, to, label)]
+        if then == orelse:
+            return list(then)
+        k = 0
+        while k < min(len(then), len(orelse)) and then[k] == orelse[k] and isinstance(
+            then[k], _SILENT
+        ):
+            k += 1
+        return [*then[:k], EOffer(self.selector(deciders), label, then[k:], orelse[k:])]
+
+    def while_(self, s: While, r: str) -> list[EStmt]:
+        body = self.block(s.body, r)
+        label = s.span.ref()
+        deciders = s.deciders
+        if deciders is None:
+            return [EWhile(s.cond, body, (), label)] if body else []
+        if r in deciders:
+            to: tuple[str, ...] = ()
+            if r == self.selector(deciders):
+                to = tuple(q for q in self.roles if q not in deciders and self.block(s.body, q))
+            if not body and not to:
+                return []
+            return [EWhile(s.cond, body, to, label)]
+        if not body:
+            return []
+        return [EOfferWhile(self.selector(deciders), label, body)]
+
+
+# -- pruning of replicated statements -----------------------------------------
+
+
+def _reads(items: tuple[EStmt, ...], out: set[str]) -> None:
+    for s in items:
+        match s:
+            case ELocal() | EReplicated():
+                out |= s.reads
+            case EAssign() | ESend():
+                out.update(u.name for u in s.expr.reads)
+            case EIf():
+                out.update(u.name for u in s.cond.reads)
+                _reads(s.then, out)
+                _reads(s.orelse, out)
+            case EOffer():
+                _reads(s.then, out)
+                _reads(s.orelse, out)
+            case EWhile():
+                out.update(u.name for u in s.cond.reads)
+                _reads(s.body, out)
+            case EOfferWhile():
+                _reads(s.body, out)
+            case EFor():
+                out.update(u.name for u in s.iter.reads)
+                _reads(s.body, out)
+            case ECall():
+                out.update(u.name for u in s.callee.reads)
+                for a in s.args:
+                    out.update(u.name for u in a.reads)
+            case EReturn():
+                if s.value is not None:
+                    out.update(u.name for u in s.value.reads)
+            case ERecv():
+                pass
+
+
+def _prune(items: tuple[EStmt, ...], live: set[str]) -> tuple[EStmt, ...]:
+    out: list[EStmt] = []
+    for s in items:
+        match s:
+            case EReplicated():
+                if s.binds & live:
+                    out.append(s)
+            case EIf():
+                t, e = _prune(s.then, live), _prune(s.orelse, live)
+                if t or e or s.select_to:
+                    out.append(replace(s, then=t, orelse=e))
+            case EOffer():
+                out.append(replace(s, then=_prune(s.then, live), orelse=_prune(s.orelse, live)))
+            case EWhile():
+                b = _prune(s.body, live)
+                if b or s.select_to:
+                    out.append(replace(s, body=b))
+            case EOfferWhile():
+                out.append(replace(s, body=_prune(s.body, live)))
+            case EFor():
+                b = _prune(s.body, live)
+                if b:
+                    out.append(replace(s, body=b))
+            case _:
+                out.append(s)
+    return tuple(out)
+
+
+def _active(items: tuple[EStmt, ...]) -> bool:
+    for s in items:
+        match s:
+            case EReplicated() | EReturn() | EAssign():
+                continue
+            case EFor():
+                if _active(s.body):
+                    return True
+            case EIf() if not s.select_to:
+                if _active(s.then) or _active(s.orelse):
+                    return True
+            case EWhile() if not s.select_to:
+                if _active(s.body):
+                    return True
+            case _:
+                return True
+    return False
+
+
+def project(ir: ChoreographyIR) -> dict[str, EndpointIR]:
+    """Project a *checked* choreography onto every one of its roles."""
+    p = _Projector(ir)
+    out: dict[str, EndpointIR] = {}
+    for r in ir.roles:
+        body = p.block(ir.body, r)
+        while True:
+            live: set[str] = set()
+            _reads(body, live)
+            pruned = _prune(body, live)
+            if pruned == body:
+                break
+            body = pruned
+        out[r] = EndpointIR(ir.name, r, ir.file, ir.inputs_at(r), body, _active(body))
+    return out

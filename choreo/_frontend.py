@@ -1,0 +1,638 @@
+"""Front end: a ``@choreography`` function's libcst tree -> ``ChoreographyIR``.
+
+This stage knows the *syntax* of the language: which statements are
+communications, local blocks, conditionals, loops, calls and returns, and
+which Python constructs are not allowed at choreography level. It does not
+know where values live (that is the checker's job). Every problem is reported
+as a positioned ``Diagnostic``; parsing continues after an error so that all
+problems of a file are reported at once.
+
+Normalisation done here: ``elif`` becomes a nested ``if``; an ``if`` one of
+whose branches ends in ``return`` gets the statements that follow it copied
+into its other branches (so every ``return`` is the last statement of its
+path, and each role's projection can compare the two branches in full).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+
+from choreo._ir import (
+    Call,
+    ChoreographyIR,
+    Expr,
+    For,
+    If,
+    Local,
+    NameUse,
+    Param,
+    Replicated,
+    Return,
+    Send,
+    Stmt,
+    While,
+)
+from choreo._names import SnippetError, expr_reads, stmts_names
+from choreo._source import Diagnostic, Span
+
+__all__ = ["ParsedModule", "find_choreographies", "parse_function", "parse_module"]
+
+_EMPTY_MODULE = cst.Module(body=[])
+
+
+@dataclass
+class ParsedModule:
+    """A source file parsed once, with positions for every node."""
+
+    file: str
+    source: str
+    module: cst.Module
+    positions: dict[cst.CSTNode, CodeRange]
+
+    def span(self, node: cst.CSTNode) -> Span:
+        r = self.positions[node]
+        return Span(self.file, r.start.line, r.start.column, r.end.line, r.end.column)
+
+    def code(self, node: cst.CSTNode) -> str:
+        if isinstance(node, cst.SimpleStatementLine | cst.BaseCompoundStatement):
+            node = node.with_changes(leading_lines=())
+        return _EMPTY_MODULE.code_for_node(node)
+
+
+def parse_module(source: str, file: str) -> ParsedModule:
+    """Parse a file's text.
+
+    Raises:
+        libcst.ParserSyntaxError: the text is not valid Python.
+    """
+    wrapper = MetadataWrapper(cst.parse_module(source), unsafe_skip_copy=True)
+    positions = wrapper.resolve(PositionProvider)
+    return ParsedModule(file, source, wrapper.module, dict(positions))
+
+
+def _is_choreography_decorator(dec: cst.Decorator) -> bool:
+    node = dec.decorator
+    if isinstance(node, cst.Call):
+        node = node.func
+    if isinstance(node, cst.Name):
+        return node.value == "choreography"
+    if isinstance(node, cst.Attribute):
+        return node.attr.value == "choreography"
+    return False
+
+
+def find_choreographies(pm: ParsedModule) -> list[cst.FunctionDef]:
+    """Every function decorated with ``@choreography`` (any nesting), in file order."""
+    found: list[cst.FunctionDef] = []
+
+    class _Finder(cst.CSTVisitor):
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            if any(_is_choreography_decorator(d) for d in node.decorators):
+                found.append(node)
+            return True
+
+    pm.module.visit(_Finder())
+    return found
+
+
+@dataclass
+class _State:
+    pm: ParsedModule
+    roles: frozenset[str]
+    diags: list[Diagnostic] = field(default_factory=list)
+    loop_depth: int = 0
+
+    def error(self, node: cst.CSTNode, message: str, hint: str | None = None) -> None:
+        self.diags.append(Diagnostic(self.pm.span(node), message, hint))
+
+
+def _annotation_kind(ann: cst.BaseExpression) -> tuple[str, str | None] | None:
+    """``('role', None)`` for ``Role``; ``('input', 'r')`` for ``At[T, "r"]``; else None."""
+
+    def tail(node: cst.BaseExpression) -> str | None:
+        if isinstance(node, cst.Name):
+            return node.value
+        if isinstance(node, cst.Attribute):
+            return node.attr.value
+        return None
+
+    if tail(ann) == "Role":
+        return ("role", None)
+    if tail(ann) == "Roles":
+        return ("group", None)
+    if isinstance(ann, cst.Subscript) and tail(ann.value) == "At":
+        elems = ann.slice
+        if len(elems) == 2:
+            where = elems[1].slice
+            if isinstance(where, cst.Index) and isinstance(where.value, cst.SimpleString):
+                value = where.value.evaluated_value
+                return ("input", value if isinstance(value, str) else None)
+        return ("input", None)
+    return None
+
+
+def parse_function(
+    pm: ParsedModule, fn: cst.FunctionDef
+) -> tuple[ChoreographyIR, list[Diagnostic]]:
+    """Turn one decorated function into IR, with every syntax-level diagnostic."""
+    name = fn.name.value
+    params: list[Param] = []
+    st = _State(pm, frozenset())
+    if fn.asynchronous is not None:
+        st.error(fn, "a choreography cannot be `async def`", "remove `async`")
+    p = fn.params
+    for star in (p.star_arg, p.star_kwarg):
+        if isinstance(star, cst.Param):
+            st.error(star, "a choreography cannot take *args or **kwargs")
+    all_params = [*p.posonly_params, *p.params, *p.kwonly_params]
+    role_names = {
+        q.name.value
+        for q in all_params
+        if q.annotation is not None and (_annotation_kind(q.annotation.annotation) or ("",))[0] == "role"
+    }
+    for q in all_params:
+        pspan = pm.span(q)
+        if q.annotation is None:
+            st.error(
+                q,
+                f"parameter `{q.name.value}` needs an annotation",
+                'annotate it as a role (`: Role`) or an input located at a role (`: At[int, "alice"]`)',
+            )
+            continue
+        kind = _annotation_kind(q.annotation.annotation)
+        if kind is None:
+            st.error(
+                q.annotation,
+                f"parameter `{q.name.value}` is neither a role nor a located input",
+                'use `Role`, or `At[T, "role"]` for an input held by one role',
+            )
+            continue
+        if kind[0] == "group":
+            st.error(
+                q.annotation,
+                "groups of roles (`Roles`) are not supported yet",
+                "declare each member as its own `Role` parameter",
+            )
+            continue
+        if kind[0] == "input":
+            where = kind[1]
+            if where is None:
+                st.error(
+                    q.annotation,
+                    f"input `{q.name.value}` must name the role that holds it",
+                    'write `At[T, "role"]` with the role parameter\'s name as a string',
+                )
+                continue
+            if where not in role_names:
+                st.error(
+                    q.annotation,
+                    f"input `{q.name.value}` is located at `{where}`, which is not a role parameter",
+                    f"add `{where}: Role` to the parameters, or name one of: "
+                    + (", ".join(sorted(role_names)) or "(no roles declared)"),
+                )
+                continue
+        if q.default is not None:
+            st.error(q.default, f"parameter `{q.name.value}` cannot have a default value",
+                     "roles default to a role of the same name; pass inputs when running")
+        params.append(Param(q.name.value, kind[0], kind[1], pspan))
+    st.roles = frozenset(x.name for x in params if x.kind == "role")
+    returns: str | None = None
+    declared = False
+    if fn.returns is not None:
+        declared = m.matches(fn.returns.annotation, m.Name("None"))
+        kind = _annotation_kind(fn.returns.annotation)
+        if kind is not None and kind[0] == "input":
+            if kind[1] not in st.roles:
+                st.error(
+                    fn.returns,
+                    f"the result is declared at `{kind[1]}`, which is not a role parameter",
+                )
+            else:
+                returns = kind[1]
+                declared = True
+    fbody = fn.body
+    if isinstance(fbody, cst.IndentedBlock) and fbody.body and m.matches(
+        fbody.body[0],
+        m.SimpleStatementLine([m.Expr(m.SimpleString() | m.ConcatenatedString())]),
+    ):
+        fbody = fbody.with_changes(body=fbody.body[1:])  # the docstring
+    body = _normalise_returns(_block(st, fbody))
+    ir = ChoreographyIR(
+        name, pm.file, tuple(params), tuple(body), pm.span(fn), returns, declared=declared
+    )
+    return ir, st.diags
+
+
+# -- statements -------------------------------------------------------------
+
+
+def _block(st: _State, block: cst.BaseSuite) -> list[Stmt]:
+    if isinstance(block, cst.SimpleStatementSuite):
+        # `if c: x = 1` on one line: treat its small statements like a block
+        out: list[Stmt] = []
+        for small in block.body:
+            out.extend(_small(st, small, block))
+        return out
+    assert isinstance(block, cst.IndentedBlock)
+    out = []
+    returned = False
+    for stmt in block.body:
+        if returned:
+            st.error(stmt, "unreachable code after `return`", "remove it, or move the `return` down")
+            break
+        out.extend(_statement(st, stmt))
+        returned = bool(out) and isinstance(out[-1], Return)
+    return out
+
+
+def _statement(st: _State, stmt: cst.BaseStatement) -> list[Stmt]:
+    pm = st.pm
+    if isinstance(stmt, cst.SimpleStatementLine):
+        out: list[Stmt] = []
+        for small in stmt.body:
+            out.extend(_small(st, small, stmt))
+        return out
+    if isinstance(stmt, cst.With):
+        return _with(st, stmt)
+    if isinstance(stmt, cst.If):
+        return [_if(st, stmt)]
+    if isinstance(stmt, cst.While):
+        if stmt.orelse is not None:
+            st.error(stmt.orelse, "`while ... else` is not supported at choreography level")
+        cond = _expr(st, stmt.test)
+        st.loop_depth += 1
+        body = _block(st, stmt.body)
+        st.loop_depth -= 1
+        return [While(cond, tuple(body), pm.span(stmt))]
+    if isinstance(stmt, cst.For):
+        if stmt.asynchronous is not None:
+            st.error(stmt, "`async for` is not allowed in a choreography")
+        if stmt.orelse is not None:
+            st.error(stmt.orelse, "`for ... else` is not supported at choreography level")
+        target = _expr(st, stmt.target)
+        targets = frozenset(n.value for n in m.findall(stmt.target, m.Name()) if isinstance(n, cst.Name))
+        if not m.matches(stmt.target, m.Name() | m.Tuple()):
+            st.error(stmt.target, "a choreography-level `for` must bind plain names")
+        it = _expr(st, stmt.iter)
+        st.loop_depth += 1
+        body = _block(st, stmt.body)
+        st.loop_depth -= 1
+        return [For(target, targets, it, tuple(body), pm.span(stmt))]
+    if isinstance(stmt, cst.Try | cst.TryStar):
+        st.error(
+            stmt,
+            "`try` is not supported at choreography level (it would span several roles)",
+            "put the `try` inside a `with role:` block, around that role's local code",
+        )
+        return []
+    if isinstance(stmt, cst.FunctionDef | cst.ClassDef):
+        kind = "function" if isinstance(stmt, cst.FunctionDef) else "class"
+        st.error(
+            stmt,
+            f"a {kind} cannot be defined at choreography level",
+            "define it at module level, or inside a `with role:` block",
+        )
+        return []
+    st.error(stmt, f"`{type(stmt).__name__.lower()}` is not supported at choreography level")
+    return []
+
+
+def _with(st: _State, stmt: cst.With) -> list[Stmt]:
+    pm = st.pm
+    if stmt.asynchronous is not None:
+        st.error(stmt, "`async with` is not allowed in a choreography")
+        return []
+    if len(stmt.items) != 1:
+        st.error(stmt, "a `with` block runs at exactly one role", "nest one `with role:` per role")
+        return []
+    item = stmt.items[0]
+    role = item.item
+    if not isinstance(role, cst.Name):
+        st.error(
+            role,
+            "only `with role:` blocks are allowed at choreography level",
+            "put other `with` statements inside a `with role:` block",
+        )
+        return []
+    if role.value not in st.roles:
+        st.error(
+            role,
+            f"`{role.value}` is not a role parameter of this choreography",
+            f"add `{role.value}: Role` to the parameters",
+        )
+        return []
+    if item.asname is not None:
+        st.error(item.asname, "`with role as name:` is only for groups of roles (not supported yet)")
+    if isinstance(stmt.body, cst.SimpleStatementSuite):
+        body_nodes: tuple[cst.BaseStatement, ...] = (cst.SimpleStatementLine(stmt.body.body),)
+        snippets = [(pm.code(stmt.body).strip(), pm.span(stmt.body).line, pm.span(stmt.body).col)]
+    else:
+        assert isinstance(stmt.body, cst.IndentedBlock)
+        body_nodes = tuple(stmt.body.body)
+        snippets = [(pm.code(s), pm.span(s).line, pm.span(s).col) for s in body_nodes]
+    for s in body_nodes:
+        if isinstance(s, cst.With) and len(s.items) == 1 and m.matches(s.items[0].item, m.Name()):
+            name = s.items[0].item
+            assert isinstance(name, cst.Name)
+            if name.value in st.roles:
+                st.error(
+                    s,
+                    f"`with {name.value}:` inside `with {role.value}:`: a block runs at one role",
+                    f"close the `with {role.value}:` block first",
+                )
+                return []
+    try:
+        reads, binds = stmts_names(snippets, pm.file)
+    except SnippetError as exc:
+        st.diags.append(Diagnostic(Span(pm.file, exc.line, exc.col, exc.line, exc.col + 1), exc.message))
+        return []
+    except SyntaxError as exc:  # pragma: no cover - libcst already parsed it
+        st.error(stmt, f"cannot analyse this block: {exc.msg}")
+        return []
+    for use in reads:
+        if use.name in st.roles and use.attr in ("send", "scatter"):
+            st.diags.append(
+                Diagnostic(
+                    use.span,
+                    f"`{use.name}.{use.attr}` inside `with {role.value}:`: communication happens "
+                    "at choreography level",
+                    f"move it out of the `with` block: `x = {use.name}.send(e, to=...)`",
+                )
+            )
+            return []
+    code = "".join(s for s, _, _ in snippets)
+    return [Local(role.value, body_nodes, code, tuple(reads), frozenset(binds), pm.span(stmt))]
+
+
+def _if(st: _State, stmt: cst.If) -> If:
+    cond = _expr(st, stmt.test)
+    then = _block(st, stmt.body)
+    orelse: list[Stmt] = []
+    if isinstance(stmt.orelse, cst.If):
+        orelse = [_if(st, stmt.orelse)]
+    elif isinstance(stmt.orelse, cst.Else):
+        orelse = _block(st, stmt.orelse.body)
+    return If(cond, tuple(then), tuple(orelse), st.pm.span(stmt))
+
+
+def _send_call(st: _State, call: cst.BaseExpression) -> tuple[str, str] | None:
+    """``(role, method)`` if ``call`` is ``role.send(...)``/``role.scatter(...)``."""
+    if (
+        isinstance(call, cst.Call)
+        and isinstance(call.func, cst.Attribute)
+        and isinstance(call.func.value, cst.Name)
+        and call.func.value.value in st.roles
+    ):
+        return call.func.value.value, call.func.attr.value
+    return None
+
+
+def _small(st: _State, small: cst.BaseSmallStatement, line: cst.CSTNode) -> list[Stmt]:
+    pm = st.pm
+    if isinstance(small, cst.Pass):
+        return []
+    if isinstance(small, cst.Return):
+        if st.loop_depth:
+            st.error(
+                small,
+                "`return` inside a loop is not supported in a choreography",
+                "set a flag and leave the loop through its condition, then return after it",
+            )
+            return []
+        value = _expr(st, small.value) if small.value is not None else None
+        return [Return(value, pm.span(small))]
+    target: str | None = None
+    value: cst.BaseExpression | None = None
+    if isinstance(small, cst.Assign):
+        value = small.value
+        if len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
+            target = small.targets[0].target.value
+    elif isinstance(small, cst.Expr):
+        value = small.value
+    if value is not None:
+        sent = _send_call(st, value)
+        if sent is not None:
+            if isinstance(small, cst.Assign) and target is None:
+                st.error(small, "the result of a send must be bound to one plain name",
+                         "write `x = sender.send(e, to=receiver)`")
+                return []
+            return _send(st, small, value, sent, target)
+        if isinstance(value, cst.Call) and (
+            target is not None or isinstance(small, cst.Expr)
+        ) and _is_choreo_call(st, value):
+            return _call(st, small, value, target)
+    if isinstance(small, cst.Global | cst.Nonlocal):
+        kw = "global" if isinstance(small, cst.Global) else "nonlocal"
+        st.error(small, f"`{kw}` is not allowed in a choreography",
+                 "pass the value in as an input, or return it")
+        return []
+    if isinstance(small, cst.Break | cst.Continue):
+        kw = "break" if isinstance(small, cst.Break) else "continue"
+        st.error(small, f"`{kw}` is not supported at choreography level",
+                 "leave a `while` loop through its condition (decided at one role)")
+        return []
+    if isinstance(small, cst.Import | cst.ImportFrom):
+        st.error(small, "imports are not allowed at choreography level", "import at module level")
+        return []
+    if not isinstance(small, cst.Assign | cst.AugAssign | cst.AnnAssign | cst.Expr | cst.Assert | cst.Del | cst.Raise):
+        st.error(small, f"`{type(small).__name__.lower()}` is not supported at choreography level")
+        return []
+    if isinstance(small, cst.Raise | cst.Del | cst.Assert):
+        kw = type(small).__name__.lower()
+        st.error(small, f"`{kw}` is not supported at choreography level",
+                 f"put it inside a `with role:` block")
+        return []
+    # A plain statement: replicated at every role that needs it (the checker
+    # makes sure it only reads values every role knows).
+    node = cst.SimpleStatementLine([small.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)])
+    span = pm.span(small)
+    code = pm.code(small.with_changes(semicolon=cst.MaybeSentinel.DEFAULT))
+    try:
+        reads, binds = stmts_names([(code, span.line, span.col)], pm.file)
+    except SnippetError as exc:
+        st.diags.append(Diagnostic(Span(pm.file, exc.line, exc.col, exc.line, exc.col + 1), exc.message))
+        return []
+    for use in reads:
+        if use.name in st.roles and use.attr in ("send", "scatter"):
+            st.diags.append(
+                Diagnostic(
+                    use.span,
+                    f"`{use.name}.{use.attr}(...)` must be a whole statement",
+                    f"write `x = {use.name}.{use.attr}(e, to=...)` on its own line, then use `x`",
+                )
+            )
+            return []
+    del line
+    return [Replicated(node, code, tuple(reads), frozenset(binds), span)]
+
+
+def _is_choreo_call(st: _State, call: cst.Call) -> bool:
+    """A call at choreography level is a sub-choreography call when a role is passed."""
+    return any(isinstance(a.value, cst.Name) and a.value.value in st.roles for a in call.args)
+
+
+def _send(
+    st: _State,
+    small: cst.BaseSmallStatement,
+    call: cst.BaseExpression,
+    sent: tuple[str, str],
+    target: str | None,
+) -> list[Stmt]:
+    pm = st.pm
+    assert isinstance(call, cst.Call)
+    sender, method = sent
+    if method == "scatter":
+        st.error(call.func, "`scatter` needs groups of roles, which are not supported yet")
+        return []
+    if method != "send":
+        st.error(call.func, f"roles have no method `{method}`", "use `role.send(value, to=other)`")
+        return []
+    positional = [a for a in call.args if a.keyword is None]
+    to_args = [a for a in call.args if a.keyword is not None and a.keyword.value == "to"]
+    others = [a for a in call.args if a.keyword is not None and a.keyword.value != "to"]
+    ok = True
+    if len(positional) != 1 or positional[0].star:
+        st.error(call, "`send` takes exactly one value to send", f"write `{sender}.send(value, to=receiver)`")
+        ok = False
+    if len(to_args) != 1:
+        st.error(call, "`send` needs its receiver as `to=`", f"write `{sender}.send(value, to=receiver)`")
+        ok = False
+    for a in others:
+        assert a.keyword is not None
+        st.error(a, f"`send` has no parameter `{a.keyword.value}`")
+        ok = False
+    if not ok:
+        return []
+    receivers = _role_list(st, to_args[0].value)
+    if receivers is None:
+        return []
+    expr = _expr(st, positional[0].value)
+    return [Send(target, sender, expr, receivers, pm.span(small))]
+
+
+def _role_list(st: _State, node: cst.BaseExpression) -> tuple[str, ...] | None:
+    items: list[cst.BaseExpression]
+    if isinstance(node, cst.List | cst.Tuple):
+        items = [e.value for e in node.elements]
+    else:
+        items = [node]
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, cst.Name):
+            st.error(item, "`to=` must name a role or a list of roles",
+                     "write `to=bob` or `to=[bob, carol]`")
+            return None
+        if item.value not in st.roles:
+            st.error(item, f"`{item.value}` is not a role parameter of this choreography",
+                     f"add `{item.value}: Role` to the parameters")
+            return None
+        if item.value in out:
+            st.error(item, f"`{item.value}` is listed twice in `to=`")
+            return None
+        out.append(item.value)
+    if not out:
+        st.error(node, "`to=` names no role")
+        return None
+    return tuple(out)
+
+
+def _call(
+    st: _State, small: cst.BaseSmallStatement, call: cst.Call, target: str | None
+) -> list[Stmt]:
+    pm = st.pm
+    if not m.matches(call.func, m.Name() | m.Attribute()):
+        st.error(call.func, "roles can only be passed to a `@choreography` function called by name")
+        return []
+    args: list[tuple[str, Expr]] = []
+    for a in call.args:
+        if a.star:
+            st.error(a, "`*`/`**` arguments are not supported in a sub-choreography call")
+            return []
+        key = a.keyword.value if a.keyword is not None else ""
+        args.append((key, _expr(st, a.value)))
+    callee = _expr(st, call.func)
+    return [Call(target, callee, callee.code, (), tuple(args), pm.span(small))]
+
+
+def _expr(st: _State, node: cst.BaseExpression) -> Expr:
+    pm = st.pm
+    span = pm.span(node)
+    code = pm.code(node)
+    try:
+        reads = expr_reads(code, pm.file, span.line, span.col)
+    except SnippetError as exc:
+        st.diags.append(Diagnostic(Span(pm.file, exc.line, exc.col, exc.line, exc.col + 1), exc.message))
+        reads = []
+    except SyntaxError:  # pragma: no cover - libcst already parsed it
+        reads = []
+    for use in reads:
+        if use.name in st.roles and use.attr in ("send", "scatter"):
+            st.diags.append(
+                Diagnostic(
+                    use.span,
+                    f"`{use.name}.{use.attr}(...)` must be a whole statement",
+                    f"write `x = {use.name}.{use.attr}(e, to=...)` on its own line, then use `x`",
+                )
+            )
+    return Expr(code, node, tuple(reads), span)
+
+
+# -- return normalisation -----------------------------------------------------
+
+
+def _terminates(block: tuple[Stmt, ...] | list[Stmt]) -> bool:
+    if not block:
+        return False
+    last = block[-1]
+    if isinstance(last, Return):
+        return True
+    if isinstance(last, If):
+        return _terminates(last.then) and _terminates(last.orelse)
+    return False
+
+
+def _normalise_returns(block: list[Stmt] | tuple[Stmt, ...]) -> list[Stmt]:
+    """Move what follows an `if` into its non-returning branches, when some branch returns."""
+    out: list[Stmt] = []
+    items = list(block)
+    for i, s in enumerate(items):
+        if isinstance(s, If):
+            rest = items[i + 1 :]
+            then = _normalise_returns(s.then)
+            orelse = _normalise_returns(s.orelse)
+            if rest and (_terminates(then) or _terminates(orelse)):
+                if not _terminates(then):
+                    then = _normalise_returns([*then, *rest])
+                if not _terminates(orelse):
+                    orelse = _normalise_returns([*orelse, *rest])
+                out.append(_replace_if(s, then, orelse))
+                return out
+            out.append(_replace_if(s, then, orelse))
+        elif isinstance(s, While | For):
+            out.append(_replace_body(s, _normalise_returns(s.body)))
+        else:
+            out.append(s)
+            if isinstance(s, Return):
+                return out  # anything after a return is unreachable (reported by the checker)
+    return out
+
+
+def _replace_if(s: If, then: list[Stmt], orelse: list[Stmt]) -> If:
+    from dataclasses import replace
+
+    return replace(s, then=tuple(then), orelse=tuple(orelse))
+
+
+def _replace_body(s: While | For, body: list[Stmt]) -> While | For:
+    from dataclasses import replace
+
+    return replace(s, body=tuple(body))
+
+
+def name_uses(uses: tuple[NameUse, ...]) -> frozenset[str]:
+    """The set of names in ``uses``."""
+    return frozenset(u.name for u in uses)

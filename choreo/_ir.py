@@ -1,0 +1,216 @@
+"""The choreography IR: what the front end produces and the checker annotates.
+
+Nodes are frozen, slotted dataclasses carrying a ``Span``; later stages change
+them with ``dataclasses.replace``. Code that is copied verbatim into endpoints
+(local blocks, expressions) is kept as libcst nodes together with its source
+text (``code``), which is what equality compares: two statements with the same
+text behave the same wherever they stand in the file.
+
+A location (``Loc``) is ``None`` for a value every role knows (replicated:
+literals, module globals, loop indices, plain statements on such values) or
+the frozenset of roles that hold the value (several after a multicast; empty
+when no single role holds it any more).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+import libcst as cst
+
+from choreo._source import Span
+
+__all__ = [
+    "Call",
+    "ChoreographyIR",
+    "Expr",
+    "For",
+    "If",
+    "Loc",
+    "Local",
+    "NameUse",
+    "Param",
+    "Replicated",
+    "Return",
+    "Send",
+    "Signature",
+    "Stmt",
+    "While",
+    "meet",
+]
+
+Loc: TypeAlias = frozenset[str] | None
+
+
+def meet(a: Loc, b: Loc) -> Loc:
+    """Where a value is known after two paths: everywhere meets anything."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a & b
+
+
+@dataclass(frozen=True, slots=True)
+class NameUse:
+    """A name read at a position (for diagnostics)."""
+
+    name: str
+    span: Span = field(compare=False)
+    attr: str | None = field(default=None, compare=False)  # `name.attr` (e.g. a role's `.send`)
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    """An expression copied verbatim: its libcst node, its text, the names it reads."""
+
+    code: str
+    node: cst.BaseExpression = field(compare=False, repr=False)
+    reads: tuple[NameUse, ...] = field(compare=False)
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A parameter: a role (``kind='role'``) or an input located at ``location``."""
+
+    name: str
+    kind: str  # "role" | "input"
+    location: str | None
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Local:
+    """``with role:`` block: statements run at ``role`` only."""
+
+    role: str
+    body: tuple[cst.BaseStatement, ...] = field(compare=False, repr=False)
+    code: str
+    reads: tuple[NameUse, ...] = field(compare=False)
+    binds: frozenset[str]
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """``target = sender.send(expr, to=receivers)``."""
+
+    target: str | None
+    sender: str
+    expr: Expr
+    receivers: tuple[str, ...]
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Replicated:
+    """A plain statement on values every role knows; every role that needs it runs it."""
+
+    stmt: cst.BaseStatement = field(compare=False, repr=False)
+    code: str
+    reads: tuple[NameUse, ...] = field(compare=False)
+    binds: frozenset[str]
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class If:
+    """``if cond: then else: orelse``; the checker fills ``deciders``."""
+
+    cond: Expr
+    then: tuple[Stmt, ...]
+    orelse: tuple[Stmt, ...]
+    span: Span = field(compare=False)
+    deciders: Loc = None
+
+
+@dataclass(frozen=True, slots=True)
+class While:
+    """``while cond: body``; the checker fills ``deciders``."""
+
+    cond: Expr
+    body: tuple[Stmt, ...]
+    span: Span = field(compare=False)
+    deciders: Loc = None
+
+
+@dataclass(frozen=True, slots=True)
+class For:
+    """``for target in iter: body`` over a value every role knows."""
+
+    target: Expr
+    targets: frozenset[str]
+    iter: Expr
+    body: tuple[Stmt, ...]
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """``target = callee(role..., value...)``: a sub-choreography call.
+
+    ``roles`` maps each callee role parameter to the caller's role;
+    ``args`` are the arguments as written (keyword or ``""``, expression);
+    the checker fills ``inputs`` with one ``(callee role, expression)`` per
+    callee input parameter, in the callee's parameter order, and ``result``,
+    where the callee's result is located, in the caller's roles.
+    """
+
+    target: str | None
+    callee: Expr
+    callee_name: str
+    roles: tuple[tuple[str, str], ...]
+    args: tuple[tuple[str, Expr], ...]
+    span: Span = field(compare=False)
+    inputs: tuple[tuple[str, Expr], ...] = ()
+    result: Loc = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Return:
+    """``return value``; the checker fills ``location``."""
+
+    value: Expr | None
+    span: Span = field(compare=False)
+    location: Loc = None
+
+
+Stmt: TypeAlias = Local | Send | Replicated | If | While | For | Call | Return
+
+
+@dataclass(frozen=True, slots=True)
+class ChoreographyIR:
+    """One ``@choreography`` function.
+
+    ``result`` is the location of the returned value (filled by the checker, or
+    from the ``-> At[T, "role"]`` annotation).
+    """
+
+    name: str
+    file: str
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+    span: Span = field(compare=False)
+    returns: str | None = None  # role named by the return annotation, if any
+    result: Loc = None
+    declared: bool = False  # whether the result location is annotated (`-> At[...]`/`-> None`)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """Role parameter names, in order."""
+        return tuple(p.name for p in self.params if p.kind == "role")
+
+    def inputs_at(self, role: str) -> tuple[str, ...]:
+        """Input parameter names located at ``role``, in order."""
+        return tuple(p.name for p in self.params if p.kind == "input" and p.location == role)
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """What a caller needs to know of a choreography: its parameters and result location."""
+
+    name: str
+    params: tuple[Param, ...]
+    result: Loc
