@@ -8,6 +8,9 @@ after an error so that every problem is reported at once):
    A sub-choreography's result is where its signature says, mapped onto the
    caller's roles. Plain statements outside ``with``, ``for`` indices, module
    globals and builtins are known to every role (replicated, ``Loc`` None).
+   A name held by several roles may not be changed in place (``x.append(...)``,
+   ``x[k] = v``) inside ``with r:``: every holder has its own copy, which must
+   stay equal (a central run shares one object). Rebinding is fine.
 2. Code at role ``r`` (a ``with r:`` block, the expression of a send from
    ``r``, an argument passed for a callee role bound to ``r``) may only read
    names located at ``r`` or replicated. The hint names the send that fixes it.
@@ -42,8 +45,8 @@ from choreo._ir import (
     Expr,
     For,
     If,
-    Local,
     Loc,
+    Local,
     NameUse,
     Replicated,
     Return,
@@ -207,6 +210,18 @@ class _Checker:
                 self.need_at(s.reads, role, env, f"this `with {role}:` block")
                 for b in s.binds:
                     self.bind(b, frozenset({role}), env, s.span)
+                for name in sorted(s.mutates):
+                    # every holder has its own copy; changing one in place would make them
+                    # differ, which a central run (one shared object) cannot reproduce
+                    loc = env.get(name)
+                    if loc is not None and role in loc and len(loc) > 1:
+                        self.error(
+                            s.span,
+                            f"`{name}` is held by {describe(loc)}; changing it in place at "
+                            f"{role} would make their copies differ",
+                            f"change a copy instead: `{name}2 = copy.copy({name})` (or rebind "
+                            f"`{name} = ...`, which makes it {role}'s alone)",
+                        )
                 return s
             case Send(sender=sender):
                 self.need_at(s.expr.reads, sender, env, f"the value sent by {sender}")
@@ -263,11 +278,11 @@ class _Checker:
             case Call():
                 return self.call(s, env)
             case Return():
-                loc: Loc = None
+                where: Loc = None
                 if s.value is not None:
-                    loc = self.expr_loc(s.value, env, "the returned value")
-                self.results.append((loc, s.span))
-                return replace(s, location=loc)
+                    where = self.expr_loc(s.value, env, "the returned value")
+                self.results.append((where, s.span))
+                return replace(s, location=where)
         raise AssertionError(f"unknown statement {s!r}")  # pragma: no cover
 
     def _fixpoint(
@@ -310,7 +325,7 @@ class _Checker:
                     s.callee.span,
                     f"`{s.callee_name}` calls itself (directly or not), so its result location "
                     "must be declared",
-                    f"annotate `{s.callee_name}` with `-> At[T, \"role\"]` (or `-> None`)",
+                    f'annotate `{s.callee_name}` with `-> At[T, "role"]` (or `-> None`)',
                 )
                 return s
         if sig is None:
@@ -325,7 +340,9 @@ class _Checker:
         bound: dict[str, Expr] = {}
         positional = [e for k, e in s.args if not k]
         if len(positional) > len(params):
-            self.error(s.span, f"`{sig.name}` takes {len(params)} arguments, {len(positional)} given")
+            self.error(
+                s.span, f"`{sig.name}` takes {len(params)} arguments, {len(positional)} given"
+            )
             return s
         for p, e in zip(params, positional, strict=False):
             bound[p.name] = e
@@ -344,8 +361,7 @@ class _Checker:
         if missing:
             self.error(
                 s.span,
-                f"call of `{sig.name}` is missing "
-                + ", ".join(f"`{n}`" for n in missing),
+                f"call of `{sig.name}` is missing " + ", ".join(f"`{n}`" for n in missing),
             )
             return s
         role_map: dict[str, str] = {}

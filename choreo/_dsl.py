@@ -24,7 +24,7 @@ import re
 import types
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import libcst as cst
 
@@ -74,24 +74,10 @@ class Roles:
     """A group of roles whose size is chosen at run time (not supported yet)."""
 
 
-class _AtAlias:
-    __slots__ = ("role", "type")
-
-    def __init__(self, type_: object, role: str) -> None:
-        self.type = type_
-        self.role = role
-
-    def __repr__(self) -> str:
-        return f"At[{self.type!r}, {self.role!r}]"
-
-
-class At(Generic[T]):
-    """``At[T, "role"]``: a value of type ``T`` held by ``role`` only."""
-
-    def __class_getitem__(cls, params: object) -> Any:
-        if not isinstance(params, tuple) or len(params) != 2:
-            raise TypeError('At takes a type and a role name: At[int, "alice"]')
-        return _AtAlias(params[0], params[1])
+#: ``At[T, "role"]``: a value of type ``T`` held by ``role`` only. It *is*
+#: ``typing.Annotated``, so type checkers read ``At[int, "alice"]`` as ``int``;
+#: choreo reads the role from the source text.
+At = Annotated
 
 
 @dataclass
@@ -280,10 +266,15 @@ class Choreography:
             stats.projections += 1
             try:
                 eirs = project(checked)
-            except Exception as exc:  # noqa: BLE001 - any failure here is our bug
+            except Exception as exc:
                 raise ChoreoInternalError(f"projection of {self.name} failed: {exc!r}") from exc
             _PROJECTED[key] = eirs
         return eirs
+
+    def result_roles(self) -> tuple[str, ...] | None:
+        """Roles that return the choreography's result (``None``: every role does)."""
+        loc = self._check().result
+        return None if loc is None else tuple(r for r in self.roles if r in loc)
 
     def active_roles(self) -> tuple[str, ...]:
         """Roles that communicate or run local code (the others are never started)."""
@@ -302,8 +293,7 @@ class Choreography:
         eirs = self.endpoints()
         if role not in eirs:
             raise UsageError(
-                f"choreography {self.name} has no role {role!r}; its roles are: "
-                + ", ".join(eirs)
+                f"choreography {self.name} has no role {role!r}; its roles are: " + ", ".join(eirs)
             )
         src = generate(
             eirs[role],

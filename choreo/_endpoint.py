@@ -33,7 +33,17 @@ _FALSE = b"\x00"
 class SessionContext:
     """The state one role keeps for one session: its core, its waiter, its peers."""
 
-    __slots__ = ("chash", "core", "node", "peers", "role", "session", "timeout", "waiter", "waiting_on")
+    __slots__ = (
+        "chash",
+        "core",
+        "node",
+        "peers",
+        "role",
+        "session",
+        "timeout",
+        "waiter",
+        "waiting_on",
+    )
 
     def __init__(
         self,
@@ -139,7 +149,9 @@ class Node:
             self.spawn(self._abort_one(ctx, env.sender, reason))
 
     async def _abort_one(self, ctx: SessionContext, peer: str, reason: str) -> None:
-        env = Envelope(ctx.session, self.role, peer, "abort", Kind.ABORT, reason.encode(), ctx.chash)
+        env = Envelope(
+            ctx.session, self.role, peer, "abort", Kind.ABORT, reason.encode(), ctx.chash
+        )
         try:
             await self.transport.send(env, ctx.timeout)
         except ChoreoError:
@@ -268,9 +280,10 @@ class Endpoint:
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
+                what = "the selection" if kind == Kind.SELECT else "the message"
                 raise DeadlineError(
-                    f"{ctx.role} waited {ctx.timeout:g}s for {label} from {peer} in session "
-                    f"{ctx.session}, and it did not come (choreography line {label})"
+                    f"{ctx.role} waited {ctx.timeout:g}s in session {ctx.session} for {what} "
+                    f"from {peer} sent at {label}, and it did not come"
                 )
             fut: asyncio.Future[None] = loop.create_future()
             ctx.waiter, ctx.waiting_on = fut, peer

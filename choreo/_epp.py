@@ -248,7 +248,12 @@ class _Projector:
             case Local():
                 if s.role != r:
                     return []
-                return [ELocal(s.code, s.body, frozenset(u.name for u in s.reads), s.span)]
+                # one item per statement, so that branches can be merged statement by statement
+                reads = frozenset(u.name for u in s.reads)
+                return [
+                    ELocal(code, (node,), reads, s.span)
+                    for code, node in zip(s.codes, s.body, strict=True)
+                ]
             case Replicated():
                 return [EReplicated(s.code, s.stmt, frozenset(u.name for u in s.reads), s.binds)]
             case Send():
@@ -270,6 +275,8 @@ class _Projector:
                 return [ECall(target, s.callee, role, s.roles, args, s.span.ref())]
             case Return():
                 keep = s.value is not None and (s.location is None or r in s.location)
+                if keep and s.value is not None and s.value.code.strip() == "None":
+                    keep = False  # `return None` and a result located elsewhere behave alike
                 return [EReturn(s.value if keep else None)]
         raise AssertionError(f"unknown statement {s!r}")  # pragma: no cover
 
@@ -309,8 +316,10 @@ class _Projector:
         if then == orelse:
             return list(then)
         k = 0
-        while k < min(len(then), len(orelse)) and then[k] == orelse[k] and isinstance(
-            then[k], _SILENT
+        while (
+            k < min(len(then), len(orelse))
+            and then[k] == orelse[k]
+            and isinstance(then[k], _SILENT)
         ):
             k += 1
         return [*then[:k], EOffer(self.selector(deciders), label, then[k:], orelse[k:])]

@@ -101,6 +101,4 @@ class ChoreoInternalError(ChoreoError):
     """A bug in choreo itself. Please report it with the choreography that triggered it."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(
-            f"internal error in choreo (this is a bug, please report it): {message}"
-        )
+        super().__init__(f"internal error in choreo (this is a bug, please report it): {message}")

@@ -152,7 +152,8 @@ def parse_function(
     role_names = {
         q.name.value
         for q in all_params
-        if q.annotation is not None and (_annotation_kind(q.annotation.annotation) or ("",))[0] == "role"
+        if q.annotation is not None
+        and (_annotation_kind(q.annotation.annotation) or ("",))[0] == "role"
     }
     for q in all_params:
         pspan = pm.span(q)
@@ -196,8 +197,11 @@ def parse_function(
                 )
                 continue
         if q.default is not None:
-            st.error(q.default, f"parameter `{q.name.value}` cannot have a default value",
-                     "roles default to a role of the same name; pass inputs when running")
+            st.error(
+                q.default,
+                f"parameter `{q.name.value}` cannot have a default value",
+                "roles default to a role of the same name; pass inputs when running",
+            )
         params.append(Param(q.name.value, kind[0], kind[1], pspan))
     st.roles = frozenset(x.name for x in params if x.kind == "role")
     returns: str | None = None
@@ -215,9 +219,13 @@ def parse_function(
                 returns = kind[1]
                 declared = True
     fbody = fn.body
-    if isinstance(fbody, cst.IndentedBlock) and fbody.body and m.matches(
-        fbody.body[0],
-        m.SimpleStatementLine([m.Expr(m.SimpleString() | m.ConcatenatedString())]),
+    if (
+        isinstance(fbody, cst.IndentedBlock)
+        and fbody.body
+        and m.matches(
+            fbody.body[0],
+            m.SimpleStatementLine([m.Expr(m.SimpleString() | m.ConcatenatedString())]),
+        )
     ):
         fbody = fbody.with_changes(body=fbody.body[1:])  # the docstring
     body = _normalise_returns(_block(st, fbody))
@@ -242,7 +250,9 @@ def _block(st: _State, block: cst.BaseSuite) -> list[Stmt]:
     returned = False
     for stmt in block.body:
         if returned:
-            st.error(stmt, "unreachable code after `return`", "remove it, or move the `return` down")
+            st.error(
+                stmt, "unreachable code after `return`", "remove it, or move the `return` down"
+            )
             break
         out.extend(_statement(st, stmt))
         returned = bool(out) and isinstance(out[-1], Return)
@@ -274,7 +284,9 @@ def _statement(st: _State, stmt: cst.BaseStatement) -> list[Stmt]:
         if stmt.orelse is not None:
             st.error(stmt.orelse, "`for ... else` is not supported at choreography level")
         target = _expr(st, stmt.target)
-        targets = frozenset(n.value for n in m.findall(stmt.target, m.Name()) if isinstance(n, cst.Name))
+        targets = frozenset(
+            n.value for n in m.findall(stmt.target, m.Name()) if isinstance(n, cst.Name)
+        )
         if not m.matches(stmt.target, m.Name() | m.Tuple()):
             st.error(stmt.target, "a choreography-level `for` must bind plain names")
         it = _expr(st, stmt.iter)
@@ -326,7 +338,9 @@ def _with(st: _State, stmt: cst.With) -> list[Stmt]:
         )
         return []
     if item.asname is not None:
-        st.error(item.asname, "`with role as name:` is only for groups of roles (not supported yet)")
+        st.error(
+            item.asname, "`with role as name:` is only for groups of roles (not supported yet)"
+        )
     if isinstance(stmt.body, cst.SimpleStatementSuite):
         body_nodes: tuple[cst.BaseStatement, ...] = (cst.SimpleStatementLine(stmt.body.body),)
         snippets = [(pm.code(stmt.body).strip(), pm.span(stmt.body).line, pm.span(stmt.body).col)]
@@ -346,9 +360,11 @@ def _with(st: _State, stmt: cst.With) -> list[Stmt]:
                 )
                 return []
     try:
-        reads, binds = stmts_names(snippets, pm.file)
+        reads, binds, mutates = stmts_names(snippets, pm.file)
     except SnippetError as exc:
-        st.diags.append(Diagnostic(Span(pm.file, exc.line, exc.col, exc.line, exc.col + 1), exc.message))
+        st.diags.append(
+            Diagnostic(Span(pm.file, exc.line, exc.col, exc.line, exc.col + 1), exc.message)
+        )
         return []
     except SyntaxError as exc:  # pragma: no cover - libcst already parsed it
         st.error(stmt, f"cannot analyse this block: {exc.msg}")
@@ -364,8 +380,19 @@ def _with(st: _State, stmt: cst.With) -> list[Stmt]:
                 )
             )
             return []
-    code = "".join(s for s, _, _ in snippets)
-    return [Local(role.value, body_nodes, code, tuple(reads), frozenset(binds), pm.span(stmt))]
+    codes = tuple(s for s, _, _ in snippets)
+    return [
+        Local(
+            role.value,
+            body_nodes,
+            "".join(codes),
+            codes,
+            tuple(reads),
+            frozenset(binds),
+            pm.span(stmt),
+            frozenset(mutates),
+        )
+    ]
 
 
 def _if(st: _State, stmt: cst.If) -> If:
@@ -403,8 +430,8 @@ def _small(st: _State, small: cst.BaseSmallStatement, line: cst.CSTNode) -> list
                 "set a flag and leave the loop through its condition, then return after it",
             )
             return []
-        value = _expr(st, small.value) if small.value is not None else None
-        return [Return(value, pm.span(small))]
+        returned = _expr(st, small.value) if small.value is not None else None
+        return [Return(returned, pm.span(small))]
     target: str | None = None
     value: cst.BaseExpression | None = None
     if isinstance(small, cst.Assign):
@@ -417,34 +444,51 @@ def _small(st: _State, small: cst.BaseSmallStatement, line: cst.CSTNode) -> list
         sent = _send_call(st, value)
         if sent is not None:
             if isinstance(small, cst.Assign) and target is None:
-                st.error(small, "the result of a send must be bound to one plain name",
-                         "write `x = sender.send(e, to=receiver)`")
+                st.error(
+                    small,
+                    "the result of a send must be bound to one plain name",
+                    "write `x = sender.send(e, to=receiver)`",
+                )
                 return []
             return _send(st, small, value, sent, target)
-        if isinstance(value, cst.Call) and (
-            target is not None or isinstance(small, cst.Expr)
-        ) and _is_choreo_call(st, value):
+        if (
+            isinstance(value, cst.Call)
+            and (target is not None or isinstance(small, cst.Expr))
+            and _is_choreo_call(st, value)
+        ):
             return _call(st, small, value, target)
     if isinstance(small, cst.Global | cst.Nonlocal):
         kw = "global" if isinstance(small, cst.Global) else "nonlocal"
-        st.error(small, f"`{kw}` is not allowed in a choreography",
-                 "pass the value in as an input, or return it")
+        st.error(
+            small,
+            f"`{kw}` is not allowed in a choreography",
+            "pass the value in as an input, or return it",
+        )
         return []
     if isinstance(small, cst.Break | cst.Continue):
         kw = "break" if isinstance(small, cst.Break) else "continue"
-        st.error(small, f"`{kw}` is not supported at choreography level",
-                 "leave a `while` loop through its condition (decided at one role)")
+        st.error(
+            small,
+            f"`{kw}` is not supported at choreography level",
+            "leave a `while` loop through its condition (decided at one role)",
+        )
         return []
     if isinstance(small, cst.Import | cst.ImportFrom):
         st.error(small, "imports are not allowed at choreography level", "import at module level")
         return []
-    if not isinstance(small, cst.Assign | cst.AugAssign | cst.AnnAssign | cst.Expr | cst.Assert | cst.Del | cst.Raise):
+    if not isinstance(
+        small,
+        cst.Assign | cst.AugAssign | cst.AnnAssign | cst.Expr | cst.Assert | cst.Del | cst.Raise,
+    ):
         st.error(small, f"`{type(small).__name__.lower()}` is not supported at choreography level")
         return []
     if isinstance(small, cst.Raise | cst.Del | cst.Assert):
         kw = type(small).__name__.lower()
-        st.error(small, f"`{kw}` is not supported at choreography level",
-                 f"put it inside a `with role:` block")
+        st.error(
+            small,
+            f"`{kw}` is not supported at choreography level",
+            "put it inside a `with role:` block",
+        )
         return []
     # A plain statement: replicated at every role that needs it (the checker
     # makes sure it only reads values every role knows).
@@ -452,9 +496,11 @@ def _small(st: _State, small: cst.BaseSmallStatement, line: cst.CSTNode) -> list
     span = pm.span(small)
     code = pm.code(small.with_changes(semicolon=cst.MaybeSentinel.DEFAULT))
     try:
-        reads, binds = stmts_names([(code, span.line, span.col)], pm.file)
+        reads, binds, _ = stmts_names([(code, span.line, span.col)], pm.file)
     except SnippetError as exc:
-        st.diags.append(Diagnostic(Span(pm.file, exc.line, exc.col, exc.line, exc.col + 1), exc.message))
+        st.diags.append(
+            Diagnostic(Span(pm.file, exc.line, exc.col, exc.line, exc.col + 1), exc.message)
+        )
         return []
     for use in reads:
         if use.name in st.roles and use.attr in ("send", "scatter"):
@@ -496,10 +542,16 @@ def _send(
     others = [a for a in call.args if a.keyword is not None and a.keyword.value != "to"]
     ok = True
     if len(positional) != 1 or positional[0].star:
-        st.error(call, "`send` takes exactly one value to send", f"write `{sender}.send(value, to=receiver)`")
+        st.error(
+            call,
+            "`send` takes exactly one value to send",
+            f"write `{sender}.send(value, to=receiver)`",
+        )
         ok = False
     if len(to_args) != 1:
-        st.error(call, "`send` needs its receiver as `to=`", f"write `{sender}.send(value, to=receiver)`")
+        st.error(
+            call, "`send` needs its receiver as `to=`", f"write `{sender}.send(value, to=receiver)`"
+        )
         ok = False
     for a in others:
         assert a.keyword is not None
@@ -523,12 +575,18 @@ def _role_list(st: _State, node: cst.BaseExpression) -> tuple[str, ...] | None:
     out: list[str] = []
     for item in items:
         if not isinstance(item, cst.Name):
-            st.error(item, "`to=` must name a role or a list of roles",
-                     "write `to=bob` or `to=[bob, carol]`")
+            st.error(
+                item,
+                "`to=` must name a role or a list of roles",
+                "write `to=bob` or `to=[bob, carol]`",
+            )
             return None
         if item.value not in st.roles:
-            st.error(item, f"`{item.value}` is not a role parameter of this choreography",
-                     f"add `{item.value}: Role` to the parameters")
+            st.error(
+                item,
+                f"`{item.value}` is not a role parameter of this choreography",
+                f"add `{item.value}: Role` to the parameters",
+            )
             return None
         if item.value in out:
             st.error(item, f"`{item.value}` is listed twice in `to=`")
@@ -565,7 +623,9 @@ def _expr(st: _State, node: cst.BaseExpression) -> Expr:
     try:
         reads = expr_reads(code, pm.file, span.line, span.col)
     except SnippetError as exc:
-        st.diags.append(Diagnostic(Span(pm.file, exc.line, exc.col, exc.line, exc.col + 1), exc.message))
+        st.diags.append(
+            Diagnostic(Span(pm.file, exc.line, exc.col, exc.line, exc.col + 1), exc.message)
+        )
         reads = []
     except SyntaxError:  # pragma: no cover - libcst already parsed it
         reads = []

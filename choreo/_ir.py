@@ -88,9 +88,11 @@ class Local:
     role: str
     body: tuple[cst.BaseStatement, ...] = field(compare=False, repr=False)
     code: str
+    codes: tuple[str, ...]  # the text of each statement of ``body``
     reads: tuple[NameUse, ...] = field(compare=False)
     binds: frozenset[str]
     span: Span = field(compare=False)
+    mutates: frozenset[str] = frozenset()  # names changed in place (``x.append``, ``x[k] = v``)
 
 
 @dataclass(frozen=True, slots=True)

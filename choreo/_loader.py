@@ -61,7 +61,9 @@ def load_file(path: str | Path) -> types.ModuleType:
     try:
         spec.loader.exec_module(mod)
     except SyntaxError as exc:
-        raise UsageError(f"{exc.filename}:{exc.lineno}:{(exc.offset or 0)}: error: {exc.msg}") from None
+        raise UsageError(
+            f"{exc.filename}:{exc.lineno}:{(exc.offset or 0)}: error: {exc.msg}"
+        ) from None
     except Exception as exc:
         sys.modules.pop(name, None)
         raise UsageError(f"{path}: importing it raised {type(exc).__name__}: {exc}") from exc

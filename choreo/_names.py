@@ -22,7 +22,13 @@ from collections.abc import Iterable
 from choreo._ir import NameUse
 from choreo._source import Span
 
-__all__ = ["SnippetError", "expr_reads", "stmts_names"]
+__all__ = ["MUTATORS", "SnippetError", "expr_reads", "stmts_names"]
+
+#: methods of the builtin containers that change them in place
+MUTATORS = frozenset(
+    "append extend insert pop remove clear update add discard setdefault popitem sort reverse "
+    "difference_update intersection_update symmetric_difference_update".split()
+)
 
 
 class SnippetError(Exception):
@@ -42,6 +48,7 @@ class _Walker:
         self.col0 = col0
         self.col_shift = col_shift
         self.reads: list[NameUse] = []
+        self.mutated: set[str] = set()
 
     def _span(self, node: ast.expr | ast.stmt) -> Span:
         line = self.line0 + node.lineno - 1
@@ -76,8 +83,9 @@ class _Walker:
                     bound.add(target.id)
                 else:
                     self.target(target, bound)
-            case ast.For(target=target, iter=it, body=body, orelse=orelse) | ast.AsyncFor(
-                target=target, iter=it, body=body, orelse=orelse
+            case (
+                ast.For(target=target, iter=it, body=body, orelse=orelse)
+                | ast.AsyncFor(target=target, iter=it, body=body, orelse=orelse)
             ):
                 self.expr(it, bound)
                 self.target(target, bound)
@@ -113,8 +121,9 @@ class _Walker:
                     if alias.name == "*":
                         raise self.error("`import *` is not allowed in a choreography", s)
                     bound.add(alias.asname or alias.name.split(".")[0])
-            case ast.Try(body=body, handlers=handlers, orelse=orelse, finalbody=final) | ast.TryStar(
-                body=body, handlers=handlers, orelse=orelse, finalbody=final
+            case (
+                ast.Try(body=body, handlers=handlers, orelse=orelse, finalbody=final)
+                | ast.TryStar(body=body, handlers=handlers, orelse=orelse, finalbody=final)
             ):
                 self.stmts(body, bound)
                 for h in handlers:
@@ -178,8 +187,13 @@ class _Walker:
                     self.target(e, bound)
             case ast.Starred(value=value):
                 self.target(value, bound)
-            case _:  # attribute or subscript: reads its parts
+            case _:  # attribute or subscript: reads its parts, changes its base in place
                 self.expr(t, bound)
+                base = t
+                while isinstance(base, ast.Attribute | ast.Subscript):
+                    base = base.value
+                if isinstance(base, ast.Name):
+                    self.mutated.add(base.id)
 
     # -- expressions --------------------------------------------------------
     def name(self, n: ast.Name, bound: set[str], attr: str | None = None) -> None:
@@ -192,14 +206,25 @@ class _Walker:
                 self.name(e, bound)
             case ast.Name():
                 pass
+            case ast.Call(func=ast.Attribute(value=ast.Name() as base, attr=attr)) if (
+                attr in MUTATORS
+            ):
+                self.mutated.add(base.id)
+                self.expr(e.func, bound)
+                for arg in e.args:
+                    self.expr(arg, bound)
+                for kw in e.keywords:
+                    self.expr(kw.value, bound)
             case ast.Attribute(value=ast.Name(ctx=ast.Load()) as base, attr=attr):
                 self.name(base, bound, attr)
             case ast.Lambda(args=args, body=body):
                 self.arguments_defaults(args, bound)
                 self.expr(body, bound | _arg_names(args))
-            case ast.ListComp(elt=elt, generators=gens) | ast.SetComp(
-                elt=elt, generators=gens
-            ) | ast.GeneratorExp(elt=elt, generators=gens):
+            case (
+                ast.ListComp(elt=elt, generators=gens)
+                | ast.SetComp(elt=elt, generators=gens)
+                | ast.GeneratorExp(elt=elt, generators=gens)
+            ):
                 self.comprehension(gens, [elt], bound)
             case ast.DictComp(key=key, value=value, generators=gens):
                 self.comprehension(gens, [key, value], bound)
@@ -244,8 +269,8 @@ def _arg_names(args: ast.arguments) -> set[str]:
 
 def stmts_names(
     snippets: Iterable[tuple[str, int, int]], file: str
-) -> tuple[list[NameUse], set[str]]:
-    """Free reads and binds of a block of statements.
+) -> tuple[list[NameUse], set[str], set[str]]:
+    """Free reads, binds, and names changed in place, of a block of statements.
 
     Args:
         snippets: each statement's text with the line and column where it starts.
@@ -256,11 +281,13 @@ def stmts_names(
     """
     reads: list[NameUse] = []
     bound: set[str] = set()
+    mutated: set[str] = set()
     for code, line, col in snippets:
         walker = _Walker(file, line, col)
         walker.stmts(ast.parse(code).body, bound)
         reads.extend(walker.reads)
-    return reads, bound
+        mutated |= walker.mutated
+    return reads, bound, mutated - bound
 
 
 def expr_reads(code: str, file: str, line: int, col: int) -> list[NameUse]:

@@ -25,7 +25,9 @@ __all__ = ["DEFAULT_TIMEOUT", "run", "run_async", "split_inputs"]
 DEFAULT_TIMEOUT = 10.0
 
 
-def split_inputs(chor: Choreography, inputs: dict[str, Any]) -> tuple[dict[str, str], dict[str, tuple[Any, ...]]]:
+def split_inputs(
+    chor: Choreography, inputs: dict[str, Any]
+) -> tuple[dict[str, str], dict[str, tuple[Any, ...]]]:
     """Role names and each role's positional inputs, from ``run``'s keyword arguments.
 
     Raises:
@@ -127,4 +129,6 @@ def run(
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(run_async(chor, timeout=timeout, trace=trace, **inputs))
-    raise UsageError("choreo.run was called inside an event loop: use `await choreo.run_async(...)`")
+    raise UsageError(
+        "choreo.run was called inside an event loop: use `await choreo.run_async(...)`"
+    )

@@ -68,7 +68,7 @@ class SessionCore:
 
     def deliver(self, env: Envelope) -> None:
         """Accept one envelope addressed to this session and role."""
-        if env.kind is Kind.ABORT or env.kind == Kind.ABORT:
+        if env.kind == Kind.ABORT:
             reason = env.payload.decode("utf-8", "replace")
             if self.failure is None:
                 if reason.startswith(MISMATCH_PREFIX):

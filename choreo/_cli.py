@@ -1,0 +1,189 @@
+"""The ``choreo`` command line.
+
+    choreo check FILE                      check every choreography in FILE
+    choreo project FILE [-o DIR]           write (or print) every role's endpoint module
+    choreo up FILE:CHOR [--input N=V]...   run every role, print each role's result
+    choreo run FILE:CHOR --role R --cluster cluster.toml
+                                           run one role as a process over gRPC
+
+Exit status: 0 on success; 1 when a choreography has static errors or a role
+failed; 2 on bad usage; 3 on an internal error (a bug in choreo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from choreo._errors import CheckError, ChoreoError, ChoreoInternalError, UsageError
+
+__all__ = ["main", "parse_inputs"]
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: a Python literal if it is one, else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+def parse_inputs(items: Sequence[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs -> a dict; values read with ``parse_value``.
+
+    Raises:
+        UsageError: an item has no ``=`` or names an input twice.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise UsageError(f"--input expects NAME=VALUE, got {item!r}")
+        if name in out:
+            raise UsageError(f"--input {name} is given twice")
+        out[name] = parse_value(value)
+    return out
+
+
+def print_results(results: dict[str, Any], as_json: bool) -> None:
+    """Each role's result as ``role: repr(value)``, or one JSON object."""
+    if as_json:
+        try:
+            print(json.dumps(results, default=repr))
+        except (TypeError, ValueError):
+            print(json.dumps({k: repr(v) for k, v in results.items()}))
+        return
+    for role, value in results.items():
+        print(f"{role}: {value!r}")
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from choreo._loader import choreographies_in, load_file
+
+    mod = load_file(args.file)
+    found = choreographies_in(mod)
+    if not found:
+        print(f"{args.file}: no @choreography found", file=sys.stderr)
+        return 1
+    diagnostics = []
+    for chor in found.values():
+        try:
+            chor.check()
+        except CheckError as exc:
+            diagnostics.extend(exc.diagnostics)
+    if diagnostics:
+        for d in diagnostics:
+            print(d.render(), file=sys.stderr)
+        n = len(diagnostics)
+        print(f"{n} error{'s' if n != 1 else ''} in {args.file}", file=sys.stderr)
+        return 1
+    names = ", ".join(found)
+    print(f"{args.file}: {len(found)} choreograph{'ies' if len(found) != 1 else 'y'} OK ({names})")
+    return 0
+
+
+def _cmd_project(args: argparse.Namespace) -> int:
+    from choreo._codegen import function_name
+    from choreo._loader import choreographies_in, load_file
+
+    mod = load_file(args.file)
+    found = choreographies_in(mod)
+    if args.choreography:
+        if args.choreography not in found:
+            raise UsageError(f"{args.file} has no choreography {args.choreography!r}")
+        found = {args.choreography: found[args.choreography]}
+    outdir = Path(args.output) if args.output else None
+    if outdir is not None:
+        outdir.mkdir(parents=True, exist_ok=True)
+    for chor in found.values():
+        for role in chor.roles:
+            src = chor.project(role)
+            if outdir is None:
+                print(src)
+            else:
+                path = outdir / f"{function_name(chor.name, role)}.py"
+                path.write_text(src)
+                print(f"wrote {path}")
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from choreo._loader import load_target
+    from choreo._run import run
+
+    chor = load_target(args.target)
+    inputs = parse_inputs(args.input or [])
+    chor.check()
+    results = run(chor, timeout=args.timeout, **inputs)
+    print_results(results, args.json)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``choreo`` command."""
+    parser = argparse.ArgumentParser(
+        prog="choreo",
+        description="Choreographic programming: check, project and run choreographies.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="check every choreography in FILE")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("project", help="write every role's endpoint module")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", help="directory to write <choreography>_<role>.py into")
+    p.add_argument("-c", "--choreography", help="only this choreography")
+    p.set_defaults(func=_cmd_project)
+
+    p = sub.add_parser("up", help="run every role and print each role's result")
+    p.add_argument("target", help="FILE:CHOREOGRAPHY")
+    p.add_argument("--input", "-i", action="append", metavar="NAME=VALUE")
+    p.add_argument("--timeout", type=float, default=10.0, help="receive deadline, seconds")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_up)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``choreo`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CheckError as exc:
+        for d in exc.diagnostics:
+            print(d.render(), file=sys.stderr)
+        return 1
+    except UsageError as exc:
+        print(f"choreo: error: {exc}", file=sys.stderr)
+        return 2
+    except ChoreoInternalError as exc:
+        print(f"choreo: {exc}", file=sys.stderr)
+        return 3
+    except ChoreoError as exc:
+        print(f"choreo: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("choreo: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print(
+            "choreo: internal error (this is a bug in choreo, please report it with the "
+            "traceback above)",
+            file=sys.stderr,
+        )
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Every shipped protocol and example, with inputs to run it on.
+
+Used by the golden-projection tests and the central == projected tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: files whose choreographies are golden-tested
+SOURCES = sorted(
+    p
+    for p in [*ROOT.glob("protocols/*.py"), *ROOT.glob("examples/*.py")]
+    if p.name != "__init__.py"
+)
+
+CATALOGUE = {"TAPL": 80, "PFPL": 60, "SICP": 45}
+
+#: (file relative to the root, choreography) -> list of inputs
+SCENARIOS: dict[tuple[str, str], list[dict[str, Any]]] = {
+    ("protocols/ping_pong.py", "ping_pong"): [{}],
+    ("protocols/ping_pong.py", "ping_pong_n"): [{"rounds": n} for n in (0, 1, 5)],
+    ("protocols/bookseller.py", "bookseller"): [
+        {"title": t, "budget": b, "catalogue": CATALOGUE}
+        for t, b in [("TAPL", 100), ("TAPL", 79), ("SICP", 45), ("Missing", 1000)]
+    ],
+    ("protocols/bookseller.py", "split_decision"): [
+        {"price": p, "budget": b, "contribution": c}
+        for p, b, c in [(80, 50, 30), (80, 40, 30), (None, 100, 0)]
+    ],
+    ("protocols/bookseller.py", "two_buyer_bookseller"): [
+        {"title": t, "budget": b, "limit": lim, "catalogue": CATALOGUE}
+        for t, b, lim in [("TAPL", 50, 30), ("TAPL", 20, 30), ("PFPL", 30, 100), ("Nope", 99, 99)]
+    ],
+    ("examples/02_bookseller.py", "bookseller"): [
+        {"title": t, "budget": b} for t, b in [("TAPL", 100), ("PFPL", 10), ("X", 5)]
+    ],
+    ("examples/03_karatsuba.py", "karatsuba"): [
+        {"x": x, "y": y} for x, y in [(3, 4), (12, 34), (1234567, 7654321), (10**12 + 7, 99991)]
+    ],
+}
