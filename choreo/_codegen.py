@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 
 import libcst as cst
-from libcst.helpers import parse_template_expression, parse_template_statement
 
 from choreo._epp import (
     EAssign,
@@ -57,18 +56,33 @@ def _crumb(label: str) -> cst.TrailingWhitespace:
     )
 
 
+def _await_call(ep: str, method: str, *args: cst.BaseExpression) -> cst.Await:
+    """``await ep.method(args...)``, built directly (templates cost a parse each)."""
+    return cst.Await(
+        cst.Call(
+            func=cst.Attribute(value=cst.Name(ep), attr=cst.Name(method)),
+            args=[cst.Arg(a) for a in args],
+        )
+    )
+
+
+def _line(small: cst.BaseSmallStatement, crumb: str | None) -> cst.SimpleStatementLine:
+    if crumb is None:
+        return cst.SimpleStatementLine([small])
+    return cst.SimpleStatementLine([small], trailing_whitespace=_crumb(crumb))
+
+
+def _assign(
+    target: str | None, value: cst.BaseExpression, crumb: str | None
+) -> cst.SimpleStatementLine:
+    if target is None:
+        return _line(cst.Expr(value), crumb)
+    return _line(cst.Assign([cst.AssignTarget(cst.Name(target))], value), crumb)
+
+
 class _Gen:
     def __init__(self, ep: str) -> None:
         self.ep = ep
-
-    def stmt_line(
-        self, template: str, crumb: str | None = None, **kw: cst.CSTNode
-    ) -> cst.SimpleStatementLine:
-        node = parse_template_statement(template, **kw)  # type: ignore[arg-type]
-        assert isinstance(node, cst.SimpleStatementLine)
-        if crumb is not None:
-            node = node.with_changes(trailing_whitespace=_crumb(crumb))
-        return node
 
     def block(self, items: tuple[EStmt, ...]) -> cst.IndentedBlock:
         body: list[cst.BaseStatement] = []
@@ -83,82 +97,56 @@ class _Gen:
         test: cst.BaseExpression,
         then: tuple[EStmt, ...],
         orelse: tuple[EStmt, ...],
-        label: str | None,
+        crumb: str | None,
     ) -> cst.If:
         body = self.block(then)
-        if label is not None:
-            body = body.with_changes(header=_crumb(label))
+        if crumb is not None:
+            body = body.with_changes(header=_crumb(crumb))
         other = cst.Else(body=self.block(orelse)) if orelse else None
         return cst.If(test=test, body=body, orelse=other)
 
     def _while(
-        self, test: cst.BaseExpression, body: tuple[EStmt, ...], label: str | None
+        self, test: cst.BaseExpression, body: tuple[EStmt, ...], crumb: str | None
     ) -> cst.While:
         block = self.block(body)
-        if label is not None:
-            block = block.with_changes(header=_crumb(label))
+        if crumb is not None:
+            block = block.with_changes(header=_crumb(crumb))
         return cst.While(test=test, body=block)
 
+    def _select(self, cond: cst.BaseExpression, to: tuple[str, ...], label: str) -> cst.Await:
+        roles = cst.Tuple([cst.Element(_str(n)) for n in to])
+        return _await_call(self.ep, "select", cond, roles, _str(label))
+
     def stmt(self, s: EStmt) -> list[cst.BaseStatement]:
-        ep = cst.Name(self.ep)
+        ep = self.ep
         match s:
             case ELocal():
                 return list(s.body)
             case EReplicated():
                 return [s.stmt]
-            case EAssign(target=None):
-                return [self.stmt_line("{e}", s.label, e=s.expr.node)]
-            case EAssign(target=str() as target):
-                return [self.stmt_line("{t} = {e}", s.label, t=cst.Name(target), e=s.expr.node)]
+            case EAssign():
+                return [_assign(s.target, s.expr.node, s.label)]
             case ESend():
-                return [
-                    self.stmt_line(
-                        "await {ep}.send({to}, {e}, {label})",
-                        s.label,
-                        ep=ep,
-                        to=_roles(s.to),
-                        e=s.expr.node,
-                        label=_str(s.label),
-                    )
-                ]
+                call = _await_call(ep, "send", _roles(s.to), s.expr.node, _str(s.label))
+                return [_line(cst.Expr(call), s.label)]
             case ERecv():
-                call = parse_template_expression(
-                    "await {ep}.recv({frm}, {label})", ep=ep, frm=_str(s.frm), label=_str(s.label)
-                )
-                if s.target is None:
-                    return [self.stmt_line("{c}", s.label, c=call)]
-                return [self.stmt_line("{t} = {c}", s.label, t=cst.Name(s.target), c=call)]
+                call = _await_call(ep, "recv", _str(s.frm), _str(s.label))
+                return [_assign(s.target, call, s.label)]
             case EIf(select_to=()):
                 return [self._if(s.cond.node, s.then, s.orelse, None)]
             case EIf():
-                test = parse_template_expression(
-                    "await {ep}.select({c}, {to}, {label})",
-                    ep=ep,
-                    c=s.cond.node,
-                    to=cst.Tuple([cst.Element(_str(n)) for n in s.select_to]),
-                    label=_str(s.label),
-                )
+                test = self._select(s.cond.node, s.select_to, s.label)
                 return [self._if(test, s.then, s.orelse, s.label)]
             case EOffer():
-                test = parse_template_expression(
-                    "await {ep}.offer({frm}, {label})", ep=ep, frm=_str(s.frm), label=_str(s.label)
-                )
+                test = _await_call(ep, "offer", _str(s.frm), _str(s.label))
                 return [self._if(test, s.then, s.orelse, s.label)]
             case EWhile(select_to=()):
                 return [self._while(s.cond.node, s.body, None)]
             case EWhile():
-                test = parse_template_expression(
-                    "await {ep}.select({c}, {to}, {label})",
-                    ep=ep,
-                    c=s.cond.node,
-                    to=cst.Tuple([cst.Element(_str(n)) for n in s.select_to]),
-                    label=_str(s.label),
-                )
+                test = self._select(s.cond.node, s.select_to, s.label)
                 return [self._while(test, s.body, s.label)]
             case EOfferWhile():
-                test = parse_template_expression(
-                    "await {ep}.offer({frm}, {label})", ep=ep, frm=_str(s.frm), label=_str(s.label)
-                )
+                test = _await_call(ep, "offer", _str(s.frm), _str(s.label))
                 return [self._while(test, s.body, s.label)]
             case EFor():
                 loop_target = s.target.node
@@ -168,12 +156,9 @@ class _Gen:
                 mapping = cst.Dict(
                     [cst.DictElement(_str(callee), _str(ours)) for callee, ours in s.mapping]
                 )
-                args = [cst.Arg(s.callee.node), cst.Arg(_str(s.role)), cst.Arg(mapping)]
-                args += [cst.Arg(a.node) for a in s.args]
-                call = cst.Await(cst.Call(cst.Attribute(ep, cst.Name("call")), args))
-                if s.target is None:
-                    return [self.stmt_line("{c}", s.label, c=call)]
-                return [self.stmt_line("{t} = {c}", s.label, t=cst.Name(s.target), c=call)]
+                args = [a.node for a in s.args]
+                call = _await_call(ep, "call", s.callee.node, _str(s.role), mapping, *args)
+                return [_assign(s.target, call, s.label)]
             case EReturn():
                 value = s.value.node if s.value is not None else cst.Name("None")
                 return [cst.SimpleStatementLine([cst.Return(value)])]

@@ -91,10 +91,10 @@ class _Stats:
 
 stats = _Stats()
 
-# file source hash -> parsed module; (function source hash, name) -> artefacts
+# (file, source hash) -> parsed module; (file, function source hash, name) -> artefacts
 _MODULES: dict[tuple[str, str], ParsedModule] = {}
-_CHECKED: dict[tuple[str, str], tuple[ChoreographyIR, list[Diagnostic]]] = {}
-_PROJECTED: dict[tuple[str, str], dict[str, EndpointIR]] = {}
+_CHECKED: dict[tuple[str, str, str], tuple[ChoreographyIR, list[Diagnostic]]] = {}
+_PROJECTED: dict[tuple[str, str, str], dict[str, EndpointIR]] = {}
 
 
 def _sha(text: str) -> str:
@@ -149,7 +149,7 @@ class Choreography:
                 raise UsageError(f"{self.file}: cannot parse: {exc}") from None
             _MODULES[key] = pm
         fn = self._find(pm)
-        own = _sha(pm.code(fn) + self.file)
+        own = _sha(pm.code(fn))  # the text only: the same source hashes alike anywhere
         ir, diags = parse_function(pm, fn)
         self._parsed = (ir, diags, own)
         return self._parsed
@@ -157,8 +157,8 @@ class Choreography:
     def _find(self, pm: ParsedModule) -> cst.FunctionDef:
         candidates = [f for f in find_choreographies(pm) if f.name.value == self.name]
         for f in candidates:
-            span = pm.span(f)
-            if span.line <= self._line <= span.end_line:
+            first = pm.span(f.decorators[0]).line if f.decorators else pm.span(f).line
+            if first <= self._line <= pm.span(f).end_line:
                 return f
         if len(candidates) == 1:
             return candidates[0]
@@ -202,7 +202,7 @@ class Choreography:
         if self._checked is not None:
             return self._checked
         ir, diags, own = self._parse()
-        key = (own, self.name)
+        key = (self.file, own, self.name)
         cached = _CHECKED.get(key)
         if cached is None:
             if self._checking:
@@ -260,7 +260,7 @@ class Choreography:
     def endpoints(self) -> dict[str, EndpointIR]:
         """The projection of every role (endpoint IR)."""
         checked = self._check()
-        key = (self._parse()[2], self.name)
+        key = (self.file, self._parse()[2], self.name)
         eirs = _PROJECTED.get(key)
         if eirs is None:
             stats.projections += 1

@@ -15,11 +15,11 @@ path, and each role's projection can compare the two branches in full).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
 import libcst.matchers as m
-from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from choreo._ir import (
     Call,
@@ -37,30 +37,48 @@ from choreo._ir import (
     While,
 )
 from choreo._names import SnippetError, expr_reads, stmts_names
+from choreo._positions import Positions
 from choreo._source import Diagnostic, Span
 
 __all__ = ["ParsedModule", "find_choreographies", "parse_function", "parse_module"]
 
-_EMPTY_MODULE = cst.Module(body=[])
 
-
-@dataclass
 class ParsedModule:
-    """A source file parsed once, with positions for every node."""
+    """A source file parsed once, with the position of every node it is asked about."""
 
-    file: str
-    source: str
-    module: cst.Module
-    positions: dict[cst.CSTNode, CodeRange]
+    def __init__(self, file: str, source: str, module: cst.Module) -> None:
+        self.file = file
+        self.source = source
+        self.module = module
+        self.positions = Positions(source, module)
+        self.lines = self.positions.lines
 
     def span(self, node: cst.CSTNode) -> Span:
-        r = self.positions[node]
-        return Span(self.file, r.start.line, r.start.column, r.end.line, r.end.column)
+        line, col, end_line, end_col = self.positions.range(node)
+        return Span(self.file, line, col, end_line, end_col)
 
     def code(self, node: cst.CSTNode) -> str:
-        if isinstance(node, cst.SimpleStatementLine | cst.BaseCompoundStatement):
-            node = node.with_changes(leading_lines=())
-        return _EMPTY_MODULE.code_for_node(node)
+        """The node's source text, continuation lines dedented to its first column.
+
+        Sliced from the file by position: generating the text again with
+        ``code_for_node`` costs a code generation pass per snippet.
+        """
+        line, col, end_line, end_col = self.positions.range(node)
+        lines = self.lines
+        first, last = line - 1, end_line - 1
+        if first == last:
+            return lines[first][col:end_col]
+        out = [lines[first][col:]]
+        for text in lines[first + 1 : last]:
+            out.append(_dedent(text, col))
+        out.append(_dedent(lines[last][:end_col], col) if end_col else "")
+        return "".join(out)
+
+
+def _dedent(text: str, col: int) -> str:
+    """Remove up to ``col`` leading blanks (continuation lines may be indented less)."""
+    stripped = text.lstrip(" \t")
+    return text[min(col, len(text) - len(stripped)) :]
 
 
 def parse_module(source: str, file: str) -> ParsedModule:
@@ -69,9 +87,7 @@ def parse_module(source: str, file: str) -> ParsedModule:
     Raises:
         libcst.ParserSyntaxError: the text is not valid Python.
     """
-    wrapper = MetadataWrapper(cst.parse_module(source), unsafe_skip_copy=True)
-    positions = wrapper.resolve(PositionProvider)
-    return ParsedModule(file, source, wrapper.module, dict(positions))
+    return ParsedModule(file, source, cst.parse_module(source))
 
 
 def _is_choreography_decorator(dec: cst.Decorator) -> bool:
@@ -86,16 +102,28 @@ def _is_choreography_decorator(dec: cst.Decorator) -> bool:
 
 
 def find_choreographies(pm: ParsedModule) -> list[cst.FunctionDef]:
-    """Every function decorated with ``@choreography`` (any nesting), in file order."""
+    """Every function decorated with ``@choreography`` (any nesting), in file order.
+
+    Walks statements only (a full libcst visit of every expression is slow).
+    """
     found: list[cst.FunctionDef] = []
 
-    class _Finder(cst.CSTVisitor):
-        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-            if any(_is_choreography_decorator(d) for d in node.decorators):
+    def walk(stmts: Sequence[cst.CSTNode]) -> None:
+        for node in stmts:
+            if isinstance(node, cst.FunctionDef) and any(
+                _is_choreography_decorator(d) for d in node.decorators
+            ):
                 found.append(node)
-            return True
+            for attr in ("body", "orelse", "handlers", "finalbody", "cases"):
+                child = getattr(node, attr, None)
+                if isinstance(child, cst.BaseSuite):
+                    walk(child.body if isinstance(child, cst.IndentedBlock) else [])
+                elif isinstance(child, cst.CSTNode):
+                    walk([child])
+                elif isinstance(child, Sequence):
+                    walk([c for c in child if isinstance(c, cst.CSTNode)])
 
-    pm.module.visit(_Finder())
+    walk(pm.module.body)
     return found
 
 
@@ -494,7 +522,7 @@ def _small(st: _State, small: cst.BaseSmallStatement, line: cst.CSTNode) -> list
     # makes sure it only reads values every role knows).
     node = cst.SimpleStatementLine([small.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)])
     span = pm.span(small)
-    code = pm.code(small.with_changes(semicolon=cst.MaybeSentinel.DEFAULT))
+    code = pm.code(small)
     try:
         reads, binds, _ = stmts_names([(code, span.line, span.col)], pm.file)
     except SnippetError as exc:
