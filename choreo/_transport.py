@@ -12,7 +12,10 @@ Contract every transport keeps (checked by ``tests/test_transport_conformance.py
 * ``send`` returns once the envelope is handed over (queued for the peer), and
   does not wait for the receiver's program to take it;
 * ``send`` to a peer that cannot be reached raises ``TransportError`` (after
-  retrying until ``timeout`` seconds have passed, for network transports);
+  retrying until ``timeout`` seconds have passed, for network transports; an
+  envelope accepted just before a peer vanished is reported by the next send);
+* a payload over the transport's maximum (4 MiB by default) is rejected with
+  ``TransportError`` at the sender;
 * ``deliver`` is called on the event loop thread, one envelope at a time.
 """
 
@@ -24,9 +27,12 @@ from collections.abc import Callable
 from choreo._envelope import Envelope
 from choreo._errors import TransportError
 
-__all__ = ["Deliver", "LocalNetwork", "LocalTransport", "Transport"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Deliver", "LocalNetwork", "LocalTransport", "Transport"]
 
 Deliver = Callable[[Envelope], None]
+
+#: the largest payload of one envelope every transport accepts by default (4 MiB)
+DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 
 
 class Transport(abc.ABC):
@@ -56,15 +62,26 @@ class LocalNetwork:
     trivially. ``trace`` (if given) sees every envelope sent.
     """
 
-    def __init__(self, trace: Callable[[Envelope], None] | None = None) -> None:
+    def __init__(
+        self,
+        trace: Callable[[Envelope], None] | None = None,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
         self._inboxes: dict[str, Deliver] = {}
         self._trace = trace
+        self.max_message_size = max_message_size
 
     def transport(self, role: str) -> LocalTransport:
         """A transport that receives the envelopes addressed to ``role``."""
         return LocalTransport(self, role)
 
     def _send(self, env: Envelope) -> None:
+        if len(env.payload) > self.max_message_size:
+            raise TransportError(
+                f"message {env.label} from {env.sender} to {env.receiver} has a payload of "
+                f"{len(env.payload)} bytes, over the limit of {self.max_message_size} bytes"
+            )
         if self._trace is not None:
             self._trace(env)
         deliver = self._inboxes.get(env.receiver)

@@ -1,0 +1,316 @@
+"""Benchmark: choreo's gRPC transport against hand-written grpc.aio streams.
+
+    .venv/bin/python bench/transport.py [--reps 5] [--rtt 2000] [--oneway 6400]
+
+Two OS processes, started with ``subprocess`` (never fork: see PERF-NOTES):
+
+* ``server`` hosts a ``Node`` for role ``b`` on a ``GrpcTransport``, and a
+  plain ``grpc.aio`` server with two hand-written methods: an echoing bidi
+  stream (ping-pong) and a client stream counted to the end (one-way);
+* ``client`` hosts role ``a`` and runs every measurement, the repetitions
+  interleaved (rep 1 of each row, then rep 2 of each row, ...), so that the
+  machine's noise hits every row alike.
+
+Rows:
+
+* round trip: one 16-byte value a -> b -> a, repeated; for choreo through
+  ``Endpoint.send``/``recv`` (codec, session matching, envelopes, acks), for
+  the baseline one protobuf ``Batch`` with one envelope each way on one bidi
+  stream;
+* one-way: messages a -> b as fast as a can send them, b answering once at the
+  end; for choreo with 1 and with 64 concurrent sessions (the transport
+  batches envelopes that are ready together), for the baseline one gRPC
+  message per envelope on one stream.
+
+Prints a table: median, min and max over the repetitions, and the ratio of
+the median to the baseline's median (for round trips, lower is better; for
+messages/s, higher is). Not run by the tests; no timing is asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import grpc  # noqa: E402
+
+from choreo._endpoint import Endpoint, Node  # noqa: E402
+from choreo._grpc import GrpcTransport  # noqa: E402
+from choreo._proto import transport_pb2 as pb  # noqa: E402
+
+PAYLOAD = b"0123456789abcdef"  # 16 bytes, as in PERF-NOTES
+ROLES = {"a": "a", "b": "b"}
+PING = "/bench.Raw/PingPong"
+ONEWAY = "/bench.Raw/OneWay"
+
+
+def one(seq: int) -> Any:
+    return pb.Batch(
+        envelopes=[
+            pb.Envelope(
+                session="s", sender="a", receiver="b", label="f.py:1", payload=PAYLOAD, seq=seq
+            )
+        ]
+    )
+
+
+# -- server process ----------------------------------------------------------
+
+
+async def serve() -> None:
+    async def ping_pong(requests: Any, context: Any) -> None:
+        async for batch in requests:
+            await context.write(batch)
+
+    async def one_way(requests: Any, context: Any) -> Any:
+        n = 0
+        async for batch in requests:
+            n += len(batch.envelopes)
+        return pb.Ack(delivered=n)
+
+    raw = grpc.aio.server()
+    handlers = {
+        "PingPong": grpc.stream_stream_rpc_method_handler(
+            ping_pong, pb.Batch.FromString, pb.Batch.SerializeToString
+        ),
+        "OneWay": grpc.stream_unary_rpc_method_handler(
+            one_way, pb.Batch.FromString, pb.Ack.SerializeToString
+        ),
+    }
+    raw.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Raw", handlers),))
+    raw_port = raw.add_insecure_port("127.0.0.1:0")
+    await raw.start()
+
+    node = Node("b", GrpcTransport("b", "127.0.0.1:0"))  # learns a's address from its Hello
+    await node.start()
+    print(f"PORTS {raw_port} {node.transport.port}", flush=True)  # type: ignore[attr-defined]
+
+    ctl = Endpoint(node.open("ctl", "bench", 120.0, ["a"]), ROLES)
+    i = 0
+    while True:
+        cmd = await ctl.recv("a", f"ctl:{i}")
+        i += 1
+        if cmd[0] == "stop":
+            break
+        if cmd[0] == "rtt":
+            _, sid, n = cmd
+            ep = Endpoint(node.open(sid, "bench", 60.0, ["a"]), ROLES)
+            for _ in range(n):
+                await ep.send("a", await ep.recv("a", "f.py:1"), "f.py:2")
+            node.close(sid)
+        elif cmd[0] == "oneway":
+            _, sids, per = cmd
+
+            async def sink(sid: str, per: int = per) -> None:
+                ep = Endpoint(node.open(sid, "bench", 60.0, ["a"]), ROLES)
+                for _ in range(per):
+                    await ep.recv("a", "f.py:1")
+                await ep.send("a", "done", "f.py:2")
+                node.close(sid)
+
+            await asyncio.gather(*(sink(s) for s in sids))
+    await node.aclose()
+    await raw.stop(None)
+
+
+# -- client process ----------------------------------------------------------
+
+
+async def client(raw_port: int, node_port: int, reps: int, rtt_n: int, oneway_n: int) -> None:
+    node = Node("a", GrpcTransport("a", "127.0.0.1:0", {"b": f"127.0.0.1:{node_port}"}))
+    await node.start()
+    ctl = Endpoint(node.open("ctl", "bench", 120.0, ["b"]), ROLES)
+    step = 0
+
+    async def command(*cmd: Any) -> None:
+        nonlocal step
+        await ctl.send("b", cmd, f"ctl:{step}")
+        step += 1
+
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{raw_port}")
+    ping = channel.stream_stream(PING, pb.Batch.SerializeToString, pb.Batch.FromString)
+    oneway = channel.stream_unary(ONEWAY, pb.Batch.SerializeToString, pb.Ack.FromString)
+
+    async def raw_rtt() -> float:
+        call = ping()
+        await call.write(one(0))  # warm the stream up
+        await call.read()
+        start = time.perf_counter()
+        for i in range(rtt_n):
+            await call.write(one(i))
+            await call.read()
+        elapsed = time.perf_counter() - start
+        await call.done_writing()
+        return elapsed / rtt_n * 1e6
+
+    async def choreo_rtt(rep: int) -> float:
+        sid = f"rtt-{rep}"
+        await command("rtt", sid, rtt_n + 1)
+        ep = Endpoint(node.open(sid, "bench", 60.0, ["b"]), ROLES)
+        await ep.send("b", PAYLOAD, "f.py:1")  # warm up
+        await ep.recv("b", "f.py:2")
+        start = time.perf_counter()
+        for _ in range(rtt_n):
+            await ep.send("b", PAYLOAD, "f.py:1")
+            await ep.recv("b", "f.py:2")
+        elapsed = time.perf_counter() - start
+        node.close(sid)
+        return elapsed / rtt_n * 1e6
+
+    async def raw_oneway() -> float:
+        batches = [one(i) for i in range(oneway_n)]
+        start = time.perf_counter()
+        call = oneway()
+        for b in batches:
+            await call.write(b)
+        await call.done_writing()
+        ack = await call
+        elapsed = time.perf_counter() - start
+        assert ack.delivered == oneway_n
+        return oneway_n / elapsed
+
+    async def choreo_oneway(rep: int, sessions: int) -> float:
+        per = oneway_n // sessions
+        sids = [f"ow{sessions}-{rep}-{k}" for k in range(sessions)]
+        await command("oneway", sids, per)
+
+        async def source(sid: str) -> None:
+            ep = Endpoint(node.open(sid, "bench", 60.0, ["b"]), ROLES)
+            for _ in range(per):
+                await ep.send("b", PAYLOAD, "f.py:1")
+            assert await ep.recv("b", "f.py:2") == "done"
+            node.close(sid)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(source(s) for s in sids))
+        return per * sessions / (time.perf_counter() - start)
+
+    # One untimed pass of everything: connections, imports, allocator warm-up.
+    await raw_rtt()
+    await choreo_rtt(-1)
+    await raw_oneway()
+    await choreo_oneway(-1, 64)
+
+    rows: dict[str, list[float]] = {}
+    for rep in range(reps):
+        for name, measure in (
+            ("rtt_raw", raw_rtt()),
+            ("rtt_choreo", choreo_rtt(rep)),
+            ("ow_raw", raw_oneway()),
+            ("ow_choreo_1", choreo_oneway(rep, 1)),
+            ("ow_choreo_64", choreo_oneway(rep, 64)),
+        ):
+            rows.setdefault(name, []).append(await measure)
+    stats = node.transport.stats  # type: ignore[attr-defined]
+    rows["_batches"] = [stats.batches_sent, stats.envelopes_sent]
+    await command("stop")
+    await channel.close()
+    await node.aclose()
+    print("RESULT " + json.dumps(rows), flush=True)
+
+
+# -- driver ------------------------------------------------------------------
+
+
+def table(rows: dict[str, list[float]]) -> str:
+    spec = [
+        (
+            "round trip: grpc.aio bidi ping-pong, hand-written (baseline)",
+            "rtt_raw",
+            "rtt_raw",
+            "us",
+        ),
+        ("round trip: choreo GrpcTransport, Node/Endpoint", "rtt_choreo", "rtt_raw", "us"),
+        (
+            "one-way: grpc.aio stream, 1 envelope per message (baseline)",
+            "ow_raw",
+            "ow_raw",
+            "msg/s",
+        ),
+        ("one-way: choreo, 1 session", "ow_choreo_1", "ow_raw", "msg/s"),
+        ("one-way: choreo, 64 concurrent sessions", "ow_choreo_64", "ow_raw", "msg/s"),
+    ]
+    out = [
+        f"| {'measurement':<62} | {'median':>9} | {'min':>9} | {'max':>9} | unit  | vs baseline |",
+        f"|{'-' * 64}|{'-' * 10}:|{'-' * 10}:|{'-' * 10}:|-------|------------:|",
+    ]
+    for title, key, base, unit in spec:
+        vals = rows[key]
+        med = statistics.median(vals)
+        ratio = med / statistics.median(rows[base])
+        fmt = "{:>9.0f}" if unit == "msg/s" else "{:>9.1f}"
+        out.append(
+            f"| {title:<62} | {fmt.format(med)} | {fmt.format(min(vals))} | "
+            f"{fmt.format(max(vals))} | {unit:<5} | {ratio:>10.2f}x |"
+        )
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--rtt", type=int, default=2000, help="round trips per repetition")
+    parser.add_argument("--oneway", type=int, default=6400, help="messages per one-way repetition")
+    parser.add_argument("--role", choices=["server", "client"], help=argparse.SUPPRESS)
+    parser.add_argument("--ports", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "server":
+        asyncio.run(serve())
+        return
+    if args.role == "client":
+        asyncio.run(client(*args.ports, args.reps, args.rtt, args.oneway))
+        return
+
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    me = [sys.executable, __file__]
+    started = time.perf_counter()
+    server = subprocess.Popen([*me, "--role", "server"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline().split()
+        if not line or line[0] != "PORTS":
+            raise SystemExit(f"bench server did not start: {line!r}")
+        sizes = ["--reps", str(args.reps), "--rtt", str(args.rtt), "--oneway", str(args.oneway)]
+        out = subprocess.run(
+            [*me, "--role", "client", "--ports", *line[1:], *sizes],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=300,
+            check=True,
+        ).stdout
+        server.wait(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    rows = json.loads(next(ln for ln in out.splitlines() if ln.startswith("RESULT "))[7:])
+    batches, envelopes = rows.pop("_batches")
+    print(
+        f"choreo bench: 2 processes on 127.0.0.1, 16-byte payloads, {args.reps} interleaved "
+        f"repetitions, {args.rtt} round trips / {args.oneway} one-way messages each "
+        f"(python {sys.version.split()[0]}, grpcio {grpc.__version__})\n"
+    )
+    print(table(rows))
+    print(
+        f"\nclient GrpcTransport: {envelopes} envelopes in {batches} gRPC messages; "
+        f"total {time.perf_counter() - started:.1f}s"
+    )
+
+
+if __name__ == "__main__":
+    main()
