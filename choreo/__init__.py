@@ -5,6 +5,7 @@ checks it, projects one endpoint program per role, and runs the endpoints
 in-process or as separate processes over gRPC.
 """
 
+from choreo._codec import register
 from choreo._dsl import At, Choreography, Role, Roles, choreography
 from choreo._errors import (
     CheckError,
@@ -22,6 +23,7 @@ from choreo._errors import (
 )
 from choreo._loader import module_from_source
 from choreo._run import run, run_async
+from choreo._service import Client, Server
 
 __all__ = [
     "At",
@@ -30,6 +32,7 @@ __all__ = [
     "ChoreoInternalError",
     "ChoreoRuntimeError",
     "Choreography",
+    "Client",
     "CodecError",
     "DeadlineError",
     "PeerFailedError",
@@ -37,11 +40,13 @@ __all__ = [
     "Role",
     "RoleFailedError",
     "Roles",
+    "Server",
     "TransportError",
     "UsageError",
     "VersionMismatchError",
     "choreography",
     "module_from_source",
+    "register",
     "run",
     "run_async",
 ]

@@ -115,14 +115,89 @@ def _cmd_project(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    import asyncio
+
     from choreo._loader import load_target
-    from choreo._run import run
+    from choreo._process import up
 
     chor = load_target(args.target)
     inputs = parse_inputs(args.input or [])
     chor.check()
-    results = run(chor, timeout=args.timeout, **inputs)
+    if args.in_process:
+        from choreo._run import run
+
+        results = run(chor, timeout=args.timeout, **inputs)
+    else:
+
+        def status(line: str) -> None:
+            if not args.quiet:
+                print(f"choreo: {line}", file=sys.stderr, flush=True)
+
+        results = asyncio.run(
+            up(args.target, chor, args.input or [], inputs, timeout=args.timeout, status=status)
+        )
     print_results(results, args.json)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from choreo._cluster import load_cluster
+    from choreo._loader import load_file
+    from choreo._service import serve
+
+    logging.basicConfig(level=logging.INFO, format="choreo: %(message)s", stream=sys.stderr)
+    mod = load_file(args.file)
+    cluster = load_cluster(args.cluster)
+    inputs = parse_inputs(args.input or [])
+    timeout = args.timeout or cluster.timeout or 10.0
+    asyncio.run(serve(mod, args.role, cluster, inputs, timeout=timeout))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from choreo._cluster import load_cluster
+    from choreo._loader import load_target
+    from choreo._process import report_error, report_result, run_role
+
+    report = sys.stdout
+    if args.report:  # stdout carries reports to `choreo up`; the role's prints go to stderr
+        sys.stdout = sys.stderr
+    try:
+        chor = load_target(args.target)
+        cluster = load_cluster(args.cluster)
+        inputs = parse_inputs(args.input or [])
+        chor.check()
+        timeout = args.timeout or cluster.timeout or 10.0
+        session = args.session or f"oneshot-{chor.name}-{chor.hash}"
+
+        def ready(address: str) -> None:
+            if args.report:
+                print(f"READY {address}", file=report, flush=True)
+
+        result = asyncio.run(
+            run_role(
+                chor,
+                args.role,
+                cluster.roles,
+                inputs,
+                session=session,
+                timeout=timeout,
+                on_ready=ready,
+            )
+        )
+    except BaseException as exc:
+        if args.report and not isinstance(exc, KeyboardInterrupt | SystemExit):
+            report_error(report, exc)
+        raise
+    if args.report:
+        report_result(report, result)
+    else:
+        print_results({args.role: result}, args.json)
     return 0
 
 
@@ -144,12 +219,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--choreography", help="only this choreography")
     p.set_defaults(func=_cmd_project)
 
-    p = sub.add_parser("up", help="run every role and print each role's result")
+    p = sub.add_parser(
+        "up", help="start every role as its own process over gRPC, print each role's result"
+    )
     p.add_argument("target", help="FILE:CHOREOGRAPHY")
     p.add_argument("--input", "-i", action="append", metavar="NAME=VALUE")
     p.add_argument("--timeout", type=float, default=10.0, help="receive deadline, seconds")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--in-process", action="store_true", help="run every role as a task in this process"
+    )
     p.set_defaults(func=_cmd_up)
+
+    p = sub.add_parser("serve", help="keep one role running, serving any number of sessions")
+    p.add_argument("file")
+    p.add_argument("--role", required=True)
+    p.add_argument("--cluster", required=True, help="TOML file: every role's host:port")
+    p.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        metavar="NAME=VALUE",
+        help="role state, kept across sessions",
+    )
+    p.add_argument("--timeout", type=float, default=None, help="receive deadline, seconds")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("run", help="run one role as a process over gRPC")
+    p.add_argument("target", help="FILE:CHOREOGRAPHY")
+    p.add_argument("--role", required=True)
+    p.add_argument("--cluster", required=True, help="TOML file: every role's host:port")
+    p.add_argument("--input", "-i", action="append", metavar="NAME=VALUE")
+    p.add_argument("--timeout", type=float, default=None, help="receive deadline, seconds")
+    p.add_argument("--session", help="session id (the same for every role of the run)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--report", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_run)
     return parser
 
 

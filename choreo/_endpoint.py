@@ -38,6 +38,8 @@ class SessionContext:
         "core",
         "node",
         "peers",
+        "result_waiter",
+        "results",
         "role",
         "session",
         "timeout",
@@ -62,6 +64,9 @@ class SessionContext:
         self.peers = tuple(p for p in peers if p != node.role)
         self.waiter: asyncio.Future[None] | None = None
         self.waiting_on: str | None = None
+        #: service mode: RESULT envelopes by sender, and who waits for them
+        self.results: dict[str, Envelope] = {}
+        self.result_waiter: asyncio.Future[None] | None = None
 
     def wake(self, sender: str) -> None:
         waiter = self.waiter
@@ -122,6 +127,11 @@ class Node:
         """Route one inbound envelope (the transport's callback)."""
         ctx = self._sessions.get(env.session)
         if ctx is not None:
+            if env.kind == Kind.RESULT:  # service mode: outside the session's FIFO matching
+                ctx.results[env.sender] = env
+                if ctx.result_waiter is not None and not ctx.result_waiter.done():
+                    ctx.result_waiter.set_result(None)
+                return
             ctx.core.deliver(env)
             if ctx.core.reject:
                 self._answer_rejects(ctx)

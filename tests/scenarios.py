@@ -38,6 +38,13 @@ SCENARIOS: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("examples/02_bookseller.py", "bookseller"): [
         {"title": t, "budget": b} for t, b in [("TAPL", 100), ("PFPL", 10), ("X", 5)]
     ],
+    ("examples/04_kv_service.py", "put"): [
+        {"key": k, "value": v, "pstore": {}, "bstore": {"old": 0}}
+        for k, v in [("x", 1), ("y", [1, 2]), ("x", None)]
+    ],
+    ("examples/04_kv_service.py", "get"): [
+        {"key": k, "pstore": {"x": 1}} for k in ("x", "missing")
+    ],
     ("examples/03_karatsuba.py", "karatsuba"): [
         {"x": x, "y": y} for x, y in [(3, 4), (12, 34), (1234567, 7654321), (10**12 + 7, 99991)]
     ],
