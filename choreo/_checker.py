@@ -48,6 +48,7 @@ from choreo._ir import (
     Loc,
     Local,
     NameUse,
+    Poison,
     Replicated,
     Return,
     Send,
@@ -58,11 +59,15 @@ from choreo._ir import (
 )
 from choreo._source import Diagnostic, Span
 
-__all__ = ["NeedsAnnotation", "Resolver", "check", "describe"]
+__all__ = ["CalleeHasErrors", "NeedsAnnotation", "Resolver", "check", "describe"]
 
 
 class NeedsAnnotation(Exception):
     """Raised by a resolver when a recursive callee's result location is unknown."""
+
+
+class CalleeHasErrors(Exception):
+    """Raised by a resolver when the callee itself failed its checks (reported already)."""
 
 
 Resolver = Callable[[str], Signature | None]
@@ -87,12 +92,14 @@ def _meet_env(a: Env, b: Env) -> Env:
 class _Checker:
     ir: ChoreographyIR
     resolve: Resolver | None
-    is_global: Callable[[str], bool] | None
+    is_global: Callable[[str], bool | str] | None
     diags: list[Diagnostic] = field(default_factory=list)
     results: list[tuple[Loc, Span]] = field(default_factory=list)
     roles: frozenset[str] = frozenset()
     bound_anywhere: frozenset[str] = frozenset()
     order: dict[str, int] = field(default_factory=dict)
+    #: names bound by rejected statements: their uses are not reported again
+    poisoned: set[str] = field(default_factory=set)
 
     def error(self, span: Span, message: str, hint: str | None = None) -> None:
         d = Diagnostic(span, message, hint)
@@ -102,6 +109,8 @@ class _Checker:
     # -- names --------------------------------------------------------------
     def _lookup(self, use: NameUse, env: Env) -> Loc | bool:
         """The location of ``use``; ``False`` after reporting it as an error."""
+        if use.name in self.poisoned:
+            return False
         if use.name in self.roles:
             self.error(
                 use.span,
@@ -120,9 +129,11 @@ class _Checker:
                 "bind it before the `if`/loop, or in every branch at the same role",
             )
             return False
-        if self.is_global is not None and not self.is_global(use.name):
-            self.error(use.span, f"name `{use.name}` is not defined")
-            return False
+        if self.is_global is not None:
+            known = self.is_global(use.name)
+            if known is not True:
+                self.error(use.span, known or f"name `{use.name}` is not defined")
+                return False
         return None  # a module global or builtin: every role has it
 
     def need_at(self, uses: tuple[NameUse, ...], role: str, env: Env, what: str) -> None:
@@ -203,20 +214,23 @@ class _Checker:
             self.error(span, f"`{name}` is a role and cannot be assigned to")
             return
         env[name] = loc
+        self.poisoned.discard(name)
 
     def stmt(self, s: Stmt, env: Env, replicated: bool) -> Stmt:
         match s:
             case Local(role=role):
                 self.need_at(s.reads, role, env, f"this `with {role}:` block")
-                for b in s.binds:
-                    self.bind(b, frozenset({role}), env, s.span)
-                for name in sorted(s.mutates):
+                bound_at = {u.name: u.span for u in s.bind_uses}
+                for b in sorted(s.binds):
+                    self.bind(b, frozenset({role}), env, bound_at.get(b, s.span))
+                for use in s.mutates:
                     # every holder has its own copy; changing one in place would make them
                     # differ, which a central run (one shared object) cannot reproduce
+                    name = use.name
                     loc = env.get(name)
                     if loc is not None and role in loc and len(loc) > 1:
                         self.error(
-                            s.span,
+                            use.span,
                             f"`{name}` is held by {describe(loc)}; changing it in place at "
                             f"{role} would make their copies differ",
                             f"change a copy instead: `{name}2 = copy.copy({name})` (or rebind "
@@ -277,6 +291,10 @@ class _Checker:
                 return replace(s, body=body)
             case Call():
                 return self.call(s, env)
+            case Poison():
+                # only names the rejected statement would have bound anew
+                self.poisoned |= {n for n in s.names if n not in env}
+                return s
             case Return():
                 where: Loc = None
                 if s.value is not None:
@@ -316,10 +334,19 @@ class _Checker:
         return entry
 
     def call(self, s: Call, env: Env) -> Stmt:
+        checked = self._call(s, env)
+        if checked is s and s.target is not None:  # rejected: do not report its uses again
+            self.poisoned.add(s.target)
+            env.pop(s.target, None)
+        return checked
+
+    def _call(self, s: Call, env: Env) -> Stmt:
         sig: Signature | None = None
         if self.resolve is not None:
             try:
                 sig = self.resolve(s.callee_name)
+            except CalleeHasErrors:
+                return s  # its own diagnostics say why; the result's uses are not errors
             except NeedsAnnotation:
                 self.error(
                     s.callee.span,
@@ -423,21 +450,24 @@ def _all_binds(stmts: tuple[Stmt, ...]) -> set[str]:
                 out |= _all_binds(s.body)
             case For():
                 out |= _all_binds(s.body) | s.targets
+            case Poison():
+                out |= s.names
     return out
 
 
 def check(
     ir: ChoreographyIR,
     resolve: Resolver | None = None,
-    is_global: Callable[[str], bool] | None = None,
+    is_global: Callable[[str], bool | str] | None = None,
 ) -> tuple[ChoreographyIR, list[Diagnostic]]:
     """Locate every value of ``ir`` and check every rule above.
 
     Args:
         ir: the front end's output.
         resolve: finds a callee's ``Signature`` by the name used in the call.
-        is_global: whether a free name exists in the module (or builtins); None
-            to accept every free name.
+        is_global: ``True`` if a free name exists in the module (or builtins),
+            else ``False`` or a message saying why it cannot be used; None to
+            accept every free name.
 
     Returns:
         The IR with deciders, call bindings and result locations filled in, and

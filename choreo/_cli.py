@@ -78,6 +78,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             chor.check()
         except CheckError as exc:
             diagnostics.extend(exc.diagnostics)
+    diagnostics = list(dict.fromkeys(diagnostics))  # a callee's errors come with its callers'
     if diagnostics:
         for d in diagnostics:
             print(d.render(), file=sys.stderr)

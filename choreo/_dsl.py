@@ -28,7 +28,7 @@ from typing import Annotated, Any, TypeVar
 
 import libcst as cst
 
-from choreo._checker import NeedsAnnotation, check
+from choreo._checker import CalleeHasErrors, NeedsAnnotation, check
 from choreo._codegen import function_name, generate
 from choreo._epp import EndpointIR, project
 from choreo._errors import CheckError, ChoreoInternalError, UsageError
@@ -120,6 +120,7 @@ class Choreography:
         self._parsed: tuple[ChoreographyIR, list[Diagnostic], str] | None = None
         self._checked: ChoreographyIR | None = None
         self._checking = False
+        self._callee_diags: list[Diagnostic] = []
         self._sources: dict[str, str] = {}
         self._functions: dict[str, EndpointFunction] = {}
         self._hash: str | None = None
@@ -150,7 +151,7 @@ class Choreography:
             _MODULES[key] = pm
         fn = self._find(pm)
         own = _sha(pm.code(fn))  # the text only: the same source hashes alike anywhere
-        ir, diags = parse_function(pm, fn)
+        ir, diags = parse_function(pm, fn, self._is_choreography)
         self._parsed = (ir, diags, own)
         return self._parsed
 
@@ -191,12 +192,28 @@ class Choreography:
 
     def _resolve(self, name: str) -> Signature | None:
         obj = self._lookup(name)
-        if isinstance(obj, Choreography):
+        if not isinstance(obj, Choreography):
+            return None
+        try:
             return obj._signature()
-        return None
+        except CheckError as exc:
+            # the callee's own errors are reported with the caller's
+            self._callee_diags.extend(exc.diagnostics)
+            raise CalleeHasErrors(name) from None
 
-    def _is_global(self, name: str) -> bool:
-        return name in self._fn.__globals__ or hasattr(builtins, name)
+    def _is_global(self, name: str) -> bool | str:
+        if name in self._fn.__globals__ or hasattr(builtins, name):
+            return True
+        if name in self._fn.__code__.co_freevars:
+            return (
+                f"`{name}` is a variable of the function that encloses this choreography; "
+                "projected code only sees module-level names (define it at module level, or "
+                "pass it in as an input)"
+            )
+        return False
+
+    def _is_choreography(self, name: str) -> bool:
+        return isinstance(self._lookup(name), Choreography)
 
     def _check(self) -> ChoreographyIR:
         if self._checked is not None:
@@ -213,7 +230,8 @@ class Choreography:
                 checked, more = check(ir, self._resolve, self._is_global)
             finally:
                 self._checking = False
-            cached = (checked, [*diags, *more])
+            unique = list(dict.fromkeys([*diags, *more, *self._callee_diags]))
+            cached = (checked, unique)
             _CHECKED[key] = cached
         checked, all_diags = cached
         if all_diags:

@@ -15,7 +15,7 @@ path, and each role's projection can compare the two branches in full).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -30,6 +30,7 @@ from choreo._ir import (
     Local,
     NameUse,
     Param,
+    Poison,
     Replicated,
     Return,
     Send,
@@ -133,6 +134,7 @@ class _State:
     roles: frozenset[str]
     diags: list[Diagnostic] = field(default_factory=list)
     loop_depth: int = 0
+    is_choreography: Callable[[str], bool] | None = None
 
     def error(self, node: cst.CSTNode, message: str, hint: str | None = None) -> None:
         self.diags.append(Diagnostic(self.pm.span(node), message, hint))
@@ -164,12 +166,21 @@ def _annotation_kind(ann: cst.BaseExpression) -> tuple[str, str | None] | None:
 
 
 def parse_function(
-    pm: ParsedModule, fn: cst.FunctionDef
+    pm: ParsedModule,
+    fn: cst.FunctionDef,
+    is_choreography: Callable[[str], bool] | None = None,
 ) -> tuple[ChoreographyIR, list[Diagnostic]]:
-    """Turn one decorated function into IR, with every syntax-level diagnostic."""
+    """Turn one decorated function into IR, with every syntax-level diagnostic.
+
+    Args:
+        pm: the parsed file.
+        fn: the decorated function.
+        is_choreography: whether a name (as written in a call) is a ``@choreography``.
+    """
     name = fn.name.value
     params: list[Param] = []
-    st = _State(pm, frozenset())
+    rejected: list[str] = []
+    st = _State(pm, frozenset(), is_choreography=is_choreography)
     if fn.asynchronous is not None:
         st.error(fn, "a choreography cannot be `async def`", "remove `async`")
     p = fn.params
@@ -191,6 +202,7 @@ def parse_function(
                 f"parameter `{q.name.value}` needs an annotation",
                 'annotate it as a role (`: Role`) or an input located at a role (`: At[int, "alice"]`)',
             )
+            rejected.append(q.name.value)
             continue
         kind = _annotation_kind(q.annotation.annotation)
         if kind is None:
@@ -199,6 +211,7 @@ def parse_function(
                 f"parameter `{q.name.value}` is neither a role nor a located input",
                 'use `Role`, or `At[T, "role"]` for an input held by one role',
             )
+            rejected.append(q.name.value)
             continue
         if kind[0] == "group":
             st.error(
@@ -206,6 +219,7 @@ def parse_function(
                 "groups of roles (`Roles`) are not supported yet",
                 "declare each member as its own `Role` parameter",
             )
+            rejected.append(q.name.value)
             continue
         if kind[0] == "input":
             where = kind[1]
@@ -215,6 +229,7 @@ def parse_function(
                     f"input `{q.name.value}` must name the role that holds it",
                     'write `At[T, "role"]` with the role parameter\'s name as a string',
                 )
+                rejected.append(q.name.value)
                 continue
             if where not in role_names:
                 st.error(
@@ -223,6 +238,7 @@ def parse_function(
                     f"add `{where}: Role` to the parameters, or name one of: "
                     + (", ".join(sorted(role_names)) or "(no roles declared)"),
                 )
+                rejected.append(q.name.value)
                 continue
         if q.default is not None:
             st.error(
@@ -257,6 +273,8 @@ def parse_function(
     ):
         fbody = fbody.with_changes(body=fbody.body[1:])  # the docstring
     body = _normalise_returns(_block(st, fbody))
+    if rejected:  # uses of a rejected parameter are not reported again
+        body = [Poison(frozenset(rejected), pm.span(fn)), *body]
     ir = ChoreographyIR(
         name, pm.file, tuple(params), tuple(body), pm.span(fn), returns, declared=declared
     )
@@ -282,9 +300,29 @@ def _block(st: _State, block: cst.BaseSuite) -> list[Stmt]:
                 stmt, "unreachable code after `return`", "remove it, or move the `return` down"
             )
             break
-        out.extend(_statement(st, stmt))
+        before = len(st.diags)
+        produced = _statement(st, stmt)
+        if len(st.diags) > before:
+            out.extend(_poison(st, stmt))  # first: what the statement binds validly un-poisons
+        out.extend(produced)
         returned = bool(out) and isinstance(out[-1], Return)
     return out
+
+
+def _poison(st: _State, stmt: cst.BaseStatement) -> list[Stmt]:
+    """After a statement was rejected, the names it binds: later uses are not errors again.
+
+    Compound statements are not poisoned as a whole: their inner statements were.
+    """
+    if isinstance(stmt, cst.If | cst.While | cst.For | cst.Try | cst.TryStar):
+        return []
+    try:
+        span = st.pm.span(stmt)
+        names = stmts_names([(st.pm.code(stmt), span.line, span.col)], st.pm.file)
+    except (SnippetError, SyntaxError, KeyError, IndexError):
+        return []
+    bound = frozenset(names.binds) - st.roles
+    return [Poison(bound, span)] if bound else []
 
 
 def _statement(st: _State, stmt: cst.BaseStatement) -> list[Stmt]:
@@ -388,7 +426,7 @@ def _with(st: _State, stmt: cst.With) -> list[Stmt]:
                 )
                 return []
     try:
-        reads, binds, mutates = stmts_names(snippets, pm.file)
+        names = stmts_names(snippets, pm.file)
     except SnippetError as exc:
         st.diags.append(
             Diagnostic(Span(pm.file, exc.line, exc.col, exc.line, exc.col + 1), exc.message)
@@ -397,7 +435,7 @@ def _with(st: _State, stmt: cst.With) -> list[Stmt]:
     except SyntaxError as exc:  # pragma: no cover - libcst already parsed it
         st.error(stmt, f"cannot analyse this block: {exc.msg}")
         return []
-    for use in reads:
+    for use in names.reads:
         if use.name in st.roles and use.attr in ("send", "scatter"):
             st.diags.append(
                 Diagnostic(
@@ -415,10 +453,11 @@ def _with(st: _State, stmt: cst.With) -> list[Stmt]:
             body_nodes,
             "".join(codes),
             codes,
-            tuple(reads),
-            frozenset(binds),
+            tuple(names.reads),
+            frozenset(names.binds),
             pm.span(stmt),
-            frozenset(mutates),
+            tuple(NameUse(n, sp) for n, sp in names.binds.items()),
+            tuple(NameUse(n, sp) for n, sp in names.mutated.items()),
         )
     ]
 
@@ -466,12 +505,16 @@ def _small(st: _State, small: cst.BaseSmallStatement, line: cst.CSTNode) -> list
         value = small.value
         if len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
             target = small.targets[0].target.value
+    elif isinstance(small, cst.AnnAssign) and small.value is not None:
+        value = small.value
+        if isinstance(small.target, cst.Name):
+            target = small.target.value
     elif isinstance(small, cst.Expr):
         value = small.value
     if value is not None:
         sent = _send_call(st, value)
         if sent is not None:
-            if isinstance(small, cst.Assign) and target is None:
+            if isinstance(small, cst.Assign | cst.AnnAssign) and target is None:
                 st.error(
                     small,
                     "the result of a send must be bound to one plain name",
@@ -524,13 +567,13 @@ def _small(st: _State, small: cst.BaseSmallStatement, line: cst.CSTNode) -> list
     span = pm.span(small)
     code = pm.code(small)
     try:
-        reads, binds, _ = stmts_names([(code, span.line, span.col)], pm.file)
+        names = stmts_names([(code, span.line, span.col)], pm.file)
     except SnippetError as exc:
         st.diags.append(
             Diagnostic(Span(pm.file, exc.line, exc.col, exc.line, exc.col + 1), exc.message)
         )
         return []
-    for use in reads:
+    for use in names.reads:
         if use.name in st.roles and use.attr in ("send", "scatter"):
             st.diags.append(
                 Diagnostic(
@@ -541,12 +584,16 @@ def _small(st: _State, small: cst.BaseSmallStatement, line: cst.CSTNode) -> list
             )
             return []
     del line
-    return [Replicated(node, code, tuple(reads), frozenset(binds), span)]
+    return [Replicated(node, code, tuple(names.reads), frozenset(names.binds), span)]
 
 
 def _is_choreo_call(st: _State, call: cst.Call) -> bool:
-    """A call at choreography level is a sub-choreography call when a role is passed."""
-    return any(isinstance(a.value, cst.Name) and a.value.value in st.roles for a in call.args)
+    """A sub-choreography call: the callee is a ``@choreography``, or a role is passed."""
+    if any(isinstance(a.value, cst.Name) and a.value.value in st.roles for a in call.args):
+        return True
+    if st.is_choreography is not None and m.matches(call.func, m.Name() | m.Attribute()):
+        return st.is_choreography(st.pm.code(call.func))
+    return False
 
 
 def _send(
@@ -648,8 +695,9 @@ def _expr(st: _State, node: cst.BaseExpression) -> Expr:
     pm = st.pm
     span = pm.span(node)
     code = pm.code(node)
+    walrus: list[Span] = []
     try:
-        reads = expr_reads(code, pm.file, span.line, span.col)
+        reads, walrus = expr_reads(code, pm.file, span.line, span.col)
     except SnippetError as exc:
         st.diags.append(
             Diagnostic(Span(pm.file, exc.line, exc.col, exc.line, exc.col + 1), exc.message)
@@ -657,8 +705,18 @@ def _expr(st: _State, node: cst.BaseExpression) -> Expr:
         reads = []
     except SyntaxError:  # pragma: no cover - libcst already parsed it
         reads = []
+    for where in walrus:
+        st.diags.append(
+            Diagnostic(
+                where,
+                "an assignment expression (`:=`) is not supported at choreography level",
+                "bind the value inside a `with role:` block first",
+            )
+        )
+    flagged = False
     for use in reads:
         if use.name in st.roles and use.attr in ("send", "scatter"):
+            flagged = True
             st.diags.append(
                 Diagnostic(
                     use.span,
@@ -666,6 +724,8 @@ def _expr(st: _State, node: cst.BaseExpression) -> Expr:
                     f"write `x = {use.name}.{use.attr}(e, to=...)` on its own line, then use `x`",
                 )
             )
+    if flagged:  # the roles in that misplaced send are not "roles used as values" too
+        reads = [u for u in reads if u.name not in st.roles]
     return Expr(code, node, tuple(reads), span)
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "Local",
     "NameUse",
     "Param",
+    "Poison",
     "Replicated",
     "Return",
     "Send",
@@ -92,7 +93,9 @@ class Local:
     reads: tuple[NameUse, ...] = field(compare=False)
     binds: frozenset[str]
     span: Span = field(compare=False)
-    mutates: frozenset[str] = frozenset()  # names changed in place (``x.append``, ``x[k] = v``)
+    #: where each bound name is bound, and names changed in place (``x.append``, ``x[k] = v``)
+    bind_uses: tuple[NameUse, ...] = field(default=(), compare=False)
+    mutates: tuple[NameUse, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +182,15 @@ class Return:
     location: Loc = None
 
 
-Stmt: TypeAlias = Local | Send | Replicated | If | While | For | Call | Return
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """Names bound by a statement that was rejected: later uses are not reported again."""
+
+    names: frozenset[str]
+    span: Span = field(compare=False)
+
+
+Stmt: TypeAlias = Local | Send | Replicated | If | While | For | Call | Return | Poison
 
 
 @dataclass(frozen=True, slots=True)

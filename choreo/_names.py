@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from choreo._ir import NameUse
 from choreo._source import Span
 
-__all__ = ["MUTATORS", "SnippetError", "expr_reads", "stmts_names"]
+__all__ = ["MUTATORS", "Names", "SnippetError", "expr_reads", "stmts_names"]
 
 #: methods of the builtin containers that change them in place
 MUTATORS = frozenset(
@@ -42,19 +42,36 @@ class SnippetError(Exception):
 
 
 class _Walker:
-    def __init__(self, file: str, line0: int, col0: int, col_shift: int = 0) -> None:
+    def __init__(
+        self, file: str, line0: int, col0: int, col_shift: int = 0, code: str = ""
+    ) -> None:
+        self.code_lines = code.splitlines()
         self.file = file
         self.line0 = line0
         self.col0 = col0
         self.col_shift = col_shift
         self.reads: list[NameUse] = []
-        self.mutated: set[str] = set()
+        self.mutated: dict[str, Span] = {}
+        self.walrus: list[Span] = []
+        self.bind_spans: dict[str, Span] = {}
+
+    def _chars(self, lineno: int, byte_col: int) -> int:
+        """ast columns are UTF-8 byte offsets; diagnostics count characters."""
+        text = self.code_lines[lineno - 1] if 0 < lineno <= len(self.code_lines) else ""
+        if text.isascii():
+            return byte_col
+        return len(text.encode()[:byte_col].decode("utf-8", "ignore"))
 
     def _span(self, node: ast.expr | ast.stmt) -> Span:
         line = self.line0 + node.lineno - 1
-        col = self.col0 + node.col_offset + self.col_shift
+        col = self.col0 + self._chars(node.lineno, node.col_offset) + self.col_shift
         end_line = self.line0 + (node.end_lineno or node.lineno) - 1
-        end_col = self.col0 + (node.end_col_offset or node.col_offset) + self.col_shift
+        end_lineno = node.end_lineno or node.lineno
+        end_col = (
+            self.col0
+            + self._chars(end_lineno, node.end_col_offset or node.col_offset)
+            + self.col_shift
+        )
         return Span(self.file, line, max(col, 0), end_line, max(end_col, 0))
 
     def error(self, message: str, node: ast.expr | ast.stmt) -> SnippetError:
@@ -81,6 +98,7 @@ class _Walker:
                 if isinstance(target, ast.Name):
                     self.name(target, bound)
                     bound.add(target.id)
+                    self.bind_spans.setdefault(target.id, self._span(target))
                 else:
                     self.target(target, bound)
             case (
@@ -175,13 +193,15 @@ class _Walker:
             elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 inner.add(node.name)
             elif isinstance(node, ast.Global | ast.Nonlocal):
-                raise self.error("`global`/`nonlocal` is not allowed in a choreography", node)
+                kw = "global" if isinstance(node, ast.Global) else "nonlocal"
+                raise self.error(f"`{kw}` is not allowed in a choreography", node)
         self.stmts(body, set(outer) | inner)
 
     def target(self, t: ast.expr, bound: set[str]) -> None:
         match t:
             case ast.Name(id=name):
                 bound.add(name)
+                self.bind_spans.setdefault(name, self._span(t))
             case ast.Tuple(elts=elts) | ast.List(elts=elts):
                 for e in elts:
                     self.target(e, bound)
@@ -193,7 +213,7 @@ class _Walker:
                 while isinstance(base, ast.Attribute | ast.Subscript):
                     base = base.value
                 if isinstance(base, ast.Name):
-                    self.mutated.add(base.id)
+                    self.mutated.setdefault(base.id, self._span(base))
 
     # -- expressions --------------------------------------------------------
     def name(self, n: ast.Name, bound: set[str], attr: str | None = None) -> None:
@@ -209,7 +229,7 @@ class _Walker:
             case ast.Call(func=ast.Attribute(value=ast.Name() as base, attr=attr)) if (
                 attr in MUTATORS
             ):
-                self.mutated.add(base.id)
+                self.mutated.setdefault(base.id, self._span(e))
                 self.expr(e.func, bound)
                 for arg in e.args:
                     self.expr(arg, bound)
@@ -231,6 +251,7 @@ class _Walker:
             case ast.NamedExpr(target=target, value=value):
                 self.expr(value, bound)
                 bound.add(target.id)
+                self.walrus.append(self._span(e))
             case ast.Yield() | ast.YieldFrom():
                 raise self.error("`yield` is not allowed in a choreography", e)
             case ast.Await():
@@ -267,10 +288,21 @@ def _arg_names(args: ast.arguments) -> set[str]:
     return names
 
 
-def stmts_names(
-    snippets: Iterable[tuple[str, int, int]], file: str
-) -> tuple[list[NameUse], set[str], set[str]]:
-    """Free reads, binds, and names changed in place, of a block of statements.
+class Names:
+    """What a block of local code reads from outside, binds and changes in place."""
+
+    __slots__ = ("binds", "mutated", "reads")
+
+    def __init__(
+        self, reads: list[NameUse], binds: dict[str, Span], mutated: dict[str, Span]
+    ) -> None:
+        self.reads = reads
+        self.binds = binds
+        self.mutated = mutated
+
+
+def stmts_names(snippets: Iterable[tuple[str, int, int]], file: str) -> Names:
+    """Free reads, binds (with where), and names changed in place, of a block of statements.
 
     Args:
         snippets: each statement's text with the line and column where it starts.
@@ -281,22 +313,28 @@ def stmts_names(
     """
     reads: list[NameUse] = []
     bound: set[str] = set()
-    mutated: set[str] = set()
+    binds: dict[str, Span] = {}
+    mutated: dict[str, Span] = {}
     for code, line, col in snippets:
-        walker = _Walker(file, line, col)
+        walker = _Walker(file, line, col, code=code)
         walker.stmts(ast.parse(code).body, bound)
         reads.extend(walker.reads)
-        mutated |= walker.mutated
-    return reads, bound, mutated - bound
+        for name, span in walker.bind_spans.items():
+            binds.setdefault(name, span)
+        for name, span in walker.mutated.items():
+            mutated.setdefault(name, span)
+    for name in bound:
+        binds.setdefault(name, Span(file, 0, 0, 0, 0))
+    return Names(reads, binds, {k: v for k, v in mutated.items() if k not in bound})
 
 
-def expr_reads(code: str, file: str, line: int, col: int) -> list[NameUse]:
-    """Free reads of an expression whose text starts at ``line:col``.
+def expr_reads(code: str, file: str, line: int, col: int) -> tuple[list[NameUse], list[Span]]:
+    """Free reads of an expression whose text starts at ``line:col``, and its ``:=`` spans.
 
     Raises:
         SnippetError: the expression uses a construct the language forbids.
     """
     tree = ast.parse("(" + code + ")", mode="eval")
-    walker = _Walker(file, line, col, col_shift=-1)
+    walker = _Walker(file, line, col, col_shift=-1, code="(" + code + ")")
     walker.expr(tree.body, set())
-    return walker.reads
+    return walker.reads, walker.walrus

@@ -35,6 +35,7 @@ class Positions:
         self.lines = source.splitlines(keepends=True)
         self.module = module
         self._links: dict[int, ast.AST] = {}
+        self._spans: dict[int, tuple[ast.AST, ast.AST]] = {}  # a line of `a; b`: first, last
         self._full: dict[cst.CSTNode, CodeRange] | None = None
         try:
             tree = ast.parse(source)
@@ -45,6 +46,13 @@ class Positions:
     # -- public ------------------------------------------------------------------
     def range(self, node: cst.CSTNode) -> Range:
         """``(line, col, end_line, end_col)`` of ``node``."""
+        pair = self._spans.get(id(node))
+        if pair is not None:
+            first, last = pair
+            line, end_line = first.lineno, last.end_lineno or last.lineno  # type: ignore[attr-defined]
+            col = self._chars(line, first.col_offset)  # type: ignore[attr-defined]
+            end_col = self._chars(end_line, last.end_col_offset or 0)  # type: ignore[attr-defined]
+            return line, col, end_line, end_col
         twin = self._links.get(id(node))
         if twin is not None:
             line, end_line = twin.lineno, twin.end_lineno or twin.lineno  # type: ignore[attr-defined]
@@ -82,7 +90,7 @@ class Positions:
                 smalls = twins[i : i + n]
                 if len(smalls) != n:
                     return
-                self._link(stmt, smalls[0])
+                self._spans[id(stmt)] = (smalls[0], smalls[-1])
                 for small, twin in zip(stmt.body, smalls, strict=True):
                     self._small(small, twin)
                 i += n
