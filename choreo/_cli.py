@@ -176,9 +176,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         timeout = args.timeout or cluster.timeout or 10.0
         session = args.session or f"oneshot-{chor.name}-{chor.hash}"
 
+        reported: list[BaseException] = []
+
         def ready(address: str) -> None:
             if args.report:
                 print(f"READY {address}", file=report, flush=True)
+
+        def failed(exc: BaseException) -> None:
+            if args.report:
+                report_error(report, exc)
+                reported.append(exc)
 
         result = asyncio.run(
             run_role(
@@ -189,10 +196,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 session=session,
                 timeout=timeout,
                 on_ready=ready,
+                on_error=failed,
             )
         )
     except BaseException as exc:
-        if args.report and not isinstance(exc, KeyboardInterrupt | SystemExit):
+        if args.report and not reported and not isinstance(exc, KeyboardInterrupt | SystemExit):
             report_error(report, exc)
         raise
     if args.report:

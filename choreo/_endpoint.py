@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Endpoint", "Node", "SessionContext"]
 
+#: seconds spent trying to tell one peer that this role failed
+ABORT_TIMEOUT = 0.5
+
 _TRUE = b"\x01"
 _FALSE = b"\x00"
 
@@ -163,7 +166,7 @@ class Node:
             ctx.session, self.role, peer, "abort", Kind.ABORT, reason.encode(), ctx.chash
         )
         try:
-            await self.transport.send(env, ctx.timeout)
+            await self.transport.send(env, min(ctx.timeout, ABORT_TIMEOUT))
         except ChoreoError:
             pass  # best effort: the peer's deadline still bounds its wait
 
@@ -174,9 +177,13 @@ class Node:
         task.add_done_callback(self._tasks.discard)
 
     async def abort(self, ctx: SessionContext, reason: str) -> None:
-        """Tell every peer of the session that this role failed (best effort)."""
-        for peer in ctx.peers:
-            await self._abort_one(ctx, peer, reason)
+        """Tell every peer of the session that this role failed (best effort, concurrently).
+
+        A dead peer cannot be told; each attempt is bounded by ``ABORT_TIMEOUT``
+        so that a failing role does not linger for a whole deadline per peer.
+        """
+        if ctx.peers:
+            await asyncio.gather(*(self._abort_one(ctx, p, reason) for p in ctx.peers))
 
     async def aclose(self) -> None:
         """Close the transport and wait for background sends."""

@@ -78,6 +78,7 @@ async def run_role(
     session: str,
     timeout: float,
     on_ready: Callable[[str], None] | None = None,
+    on_error: Callable[[BaseException], None] | None = None,
 ) -> Any:
     """Play ``role`` of one session of ``chor`` over gRPC, and return its result.
 
@@ -89,6 +90,8 @@ async def run_role(
         session: the session id, the same for every role of the run.
         timeout: receive (and send) deadline in seconds.
         on_ready: called with the bound address once the role serves.
+        on_error: called with the role's error as soon as it fails, before the
+            peers are told and the transport is closed.
 
     Raises:
         UsageError: the role is not in the choreography or has no address.
@@ -113,11 +116,16 @@ async def run_role(
     try:
         return await fn(Endpoint(ctx, {r: r for r in chor.roles}), *args)
     except ChoreoError as exc:
+        if on_error is not None:
+            on_error(exc)
         await node.abort(ctx, f"{type(exc).__name__}: {exc}")
         raise
     except Exception as exc:
+        failed = RoleFailedError(role, f"role {role} raised {type(exc).__name__}: {exc}")
+        if on_error is not None:
+            on_error(failed)
         await node.abort(ctx, f"{type(exc).__name__}: {exc}")
-        raise RoleFailedError(role, f"role {role} raised {type(exc).__name__}: {exc}") from exc
+        raise failed from exc
     finally:
         node.close(session)
         await node.aclose()
