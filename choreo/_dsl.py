@@ -31,7 +31,7 @@ import libcst as cst
 from choreo._checker import CalleeHasErrors, NeedsAnnotation, check
 from choreo._codegen import function_name, generate
 from choreo._epp import EndpointIR, project
-from choreo._errors import CheckError, ChoreoInternalError, UsageError
+from choreo._errors import CheckError, ChoreoError, ChoreoInternalError, UsageError
 from choreo._frontend import ParsedModule, find_choreographies, parse_function, parse_module
 from choreo._ir import Call, ChoreographyIR, For, If, Signature, Stmt, While
 from choreo._source import Diagnostic
@@ -151,7 +151,12 @@ class Choreography:
             _MODULES[key] = pm
         fn = self._find(pm)
         own = _sha(pm.code(fn))  # the text only: the same source hashes alike anywhere
-        ir, diags = parse_function(pm, fn, self._is_choreography)
+        try:
+            ir, diags = parse_function(pm, fn, self._is_choreography)
+        except ChoreoError:
+            raise
+        except Exception as exc:  # anything else is a bug in the front end
+            raise ChoreoInternalError(f"parsing {self.name} failed: {exc!r}") from exc
         self._parsed = (ir, diags, own)
         return self._parsed
 
@@ -228,6 +233,10 @@ class Choreography:
             try:
                 stats.checks += 1
                 checked, more = check(ir, self._resolve, self._is_global)
+            except ChoreoError:
+                raise
+            except Exception as exc:  # anything else is a bug in the checker
+                raise ChoreoInternalError(f"checking {self.name} failed: {exc!r}") from exc
             finally:
                 self._checking = False
             unique = list(dict.fromkeys([*diags, *more, *self._callee_diags]))
@@ -313,12 +322,15 @@ class Choreography:
             raise UsageError(
                 f"choreography {self.name} has no role {role!r}; its roles are: " + ", ".join(eirs)
             )
-        src = generate(
-            eirs[role],
-            source_file=self.file.rsplit("/", 1)[-1],
-            chash=self.hash,
-            ep_name=self._ep_name(),
-        )
+        try:
+            src = generate(
+                eirs[role],
+                source_file=self.file.rsplit("/", 1)[-1],
+                chash=self.hash,
+                ep_name=self._ep_name(),
+            )
+        except Exception as exc:  # any failure here is a bug in the code generator
+            raise ChoreoInternalError(f"generating {self.name}_{role} failed: {exc!r}") from exc
         self._sources[role] = src
         return src
 
