@@ -27,7 +27,7 @@ def _up(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 
 def _leftovers(marker: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-eo", "pid,args", "-ww"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import signal
 import subprocess
 import sys
@@ -58,6 +59,12 @@ def kv_cluster(tmp_path: Path) -> Iterator[Path]:
     ]
     SERVERS[path] = dict(zip(("primary", "backup"), procs, strict=True))
     try:
+        for p in procs:  # wait until both serve (they log "<role> serving ... on <address>")
+            assert p.stderr is not None
+            ready, _, _ = select.select([p.stderr], [], [], 60)
+            assert ready, "server did not start"
+            line = p.stderr.readline().decode()
+            assert " serving " in line, line
         yield path
     finally:
         SERVERS.pop(path, None)
