@@ -528,38 +528,15 @@ def _small(st: _State, small: cst.BaseSmallStatement, line: cst.CSTNode) -> list
             and _is_choreo_call(st, value)
         ):
             return _call(st, small, value, target)
-    if isinstance(small, cst.Global | cst.Nonlocal):
-        kw = "global" if isinstance(small, cst.Global) else "nonlocal"
-        st.error(
-            small,
-            f"`{kw}` is not allowed in a choreography",
-            "pass the value in as an input, or return it",
-        )
-        return []
-    if isinstance(small, cst.Break | cst.Continue):
-        kw = "break" if isinstance(small, cst.Break) else "continue"
-        st.error(
-            small,
-            f"`{kw}` is not supported at choreography level",
-            "leave a `while` loop through its condition (decided at one role)",
-        )
-        return []
-    if isinstance(small, cst.Import | cst.ImportFrom):
-        st.error(small, "imports are not allowed at choreography level", "import at module level")
-        return []
-    if not isinstance(
-        small,
-        cst.Assign | cst.AugAssign | cst.AnnAssign | cst.Expr | cst.Assert | cst.Del | cst.Raise,
+    rejected = _REJECTED.get(type(small))
+    if rejected is not None or not isinstance(
+        small, cst.Assign | cst.AugAssign | cst.AnnAssign | cst.Expr
     ):
-        st.error(small, f"`{type(small).__name__.lower()}` is not supported at choreography level")
-        return []
-    if isinstance(small, cst.Raise | cst.Del | cst.Assert):
-        kw = type(small).__name__.lower()
-        st.error(
-            small,
-            f"`{kw}` is not supported at choreography level",
-            "put it inside a `with role:` block",
+        message, hint = rejected or (
+            f"`{type(small).__name__.lower()}` is not supported at choreography level",
+            None,
         )
+        st.error(small, message, hint)
         return []
     # A plain statement: replicated at every role that needs it (the checker
     # makes sure it only reads values every role knows).
@@ -585,6 +562,24 @@ def _small(st: _State, small: cst.BaseSmallStatement, line: cst.CSTNode) -> list
             return []
     del line
     return [Replicated(node, code, tuple(names.reads), frozenset(names.binds), span)]
+
+
+_IN_WITH = "put it inside a `with role:` block"
+_LOOP_EXIT = "leave a `while` loop through its condition (decided at one role)"
+_NO_GLOBALS = "pass the value in as an input, or return it"
+
+#: small statements that are never allowed at choreography level: message, hint
+_REJECTED: dict[type[cst.CSTNode], tuple[str, str | None]] = {
+    cst.Global: ("`global` is not allowed in a choreography", _NO_GLOBALS),
+    cst.Nonlocal: ("`nonlocal` is not allowed in a choreography", _NO_GLOBALS),
+    cst.Break: ("`break` is not supported at choreography level", _LOOP_EXIT),
+    cst.Continue: ("`continue` is not supported at choreography level", _LOOP_EXIT),
+    cst.Import: ("imports are not allowed at choreography level", "import at module level"),
+    cst.ImportFrom: ("imports are not allowed at choreography level", "import at module level"),
+    cst.Raise: ("`raise` is not supported at choreography level", _IN_WITH),
+    cst.Del: ("`del` is not supported at choreography level", _IN_WITH),
+    cst.Assert: ("`assert` is not supported at choreography level", _IN_WITH),
+}
 
 
 def _is_choreo_call(st: _State, call: cst.Call) -> bool:
