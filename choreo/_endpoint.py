@@ -11,6 +11,7 @@ generated code uses: ``send``, ``recv``, ``select``, ``offer`` and ``call``
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from choreo._dsl import Choreography
 
 __all__ = ["Endpoint", "Node", "SessionContext"]
+
+log = logging.getLogger("choreo.runtime")
 
 #: seconds spent trying to tell one peer that this role failed
 ABORT_TIMEOUT = 0.5
@@ -148,6 +151,15 @@ class Node:
             return
         if self._pending_count >= self._max_pending:
             self.dropped_overflow += 1
+            log.warning(
+                "%s: dropped %s from %s for session %s: %d envelopes already wait for "
+                "sessions not opened here",
+                self.role,
+                env.label,
+                env.sender,
+                env.session,
+                self._pending_count,
+            )
             return
         self._pending.setdefault(env.session, []).append(env)
         self._pending_count += 1
