@@ -120,6 +120,7 @@ class Choreography:
         self._parsed: tuple[ChoreographyIR, list[Diagnostic], str] | None = None
         self._checked: ChoreographyIR | None = None
         self._checking = False
+        self._projecting = False
         self._callee_diags: list[Diagnostic] = []
         self._sources: dict[str, str] = {}
         self._functions: dict[str, EndpointFunction] = {}
@@ -287,14 +288,19 @@ class Choreography:
     def endpoints(self) -> dict[str, EndpointIR]:
         """The projection of every role (endpoint IR)."""
         checked = self._check()
-        key = (self.file, self._parse()[2], self.name)
+        key = (self.file, self.hash, self.name)  # the callees take part in the projection
         eirs = _PROJECTED.get(key)
         if eirs is None:
             stats.projections += 1
+            self._projecting = True
             try:
-                eirs = project(checked)
+                eirs = project(checked, self._callee_active)
+            except ChoreoError:
+                raise
             except Exception as exc:
                 raise ChoreoInternalError(f"projection of {self.name} failed: {exc!r}") from exc
+            finally:
+                self._projecting = False
             _PROJECTED[key] = eirs
         return eirs
 
@@ -302,6 +308,12 @@ class Choreography:
         """Roles that return the choreography's result (``None``: every role does)."""
         loc = self._check().result
         return None if loc is None else tuple(r for r in self.roles if r in loc)
+
+    def _callee_active(self, name: str, role: str) -> bool:
+        obj = self._lookup(name)
+        if not isinstance(obj, Choreography) or obj._projecting:
+            return True  # being projected (recursion): assume it does something
+        return role in obj.active_roles()
 
     def active_roles(self) -> tuple[str, ...]:
         """Roles that communicate or run local code (the others are never started)."""

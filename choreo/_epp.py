@@ -9,7 +9,8 @@ a decider, or none of these?":
   at each receiver: ``x = recv(s)``; elsewhere nothing.
 * a plain statement     -> at every role, then removed where nothing reads what it binds.
 * ``f(roles..., args...)`` -> at each role passed: a call of ``f``'s projection at the
-  callee role it was passed as; elsewhere nothing.
+  callee role it was passed as (left out where that projection does nothing and
+  the result is not kept); elsewhere nothing.
 * ``return v``          -> ``return v`` where ``v`` is located, ``return None`` elsewhere.
 
 Knowledge of choice (``if``/``while`` on a condition held by the *deciders* D):
@@ -39,6 +40,7 @@ label is the ``file:line`` of the global statement), compared structurally.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeAlias
 
@@ -223,9 +225,13 @@ class EndpointIR:
     active: bool  # whether the role communicates or runs local code at all
 
 
+CalleeActive = Callable[[str, str], bool]
+
+
 class _Projector:
-    def __init__(self, ir: ChoreographyIR) -> None:
+    def __init__(self, ir: ChoreographyIR, callee_active: CalleeActive | None = None) -> None:
         self.ir = ir
+        self.callee_active = callee_active
         self.roles = ir.roles
         self.rank = {r: i for i, r in enumerate(ir.roles)}
         self.memo: dict[tuple[int, str], tuple[EStmt, ...]] = {}
@@ -271,6 +277,12 @@ class _Projector:
                     return []
                 role = ours[r]
                 target = s.target if (s.result is None or r in s.result) else None
+                if (
+                    target is None
+                    and self.callee_active is not None
+                    and not self.callee_active(s.callee_name, role)
+                ):
+                    return []  # the callee does nothing at that role and we keep no result
                 args = tuple(e for at, e in s.inputs if at == role)
                 return [ECall(target, s.callee, role, s.roles, args, s.span.ref())]
             case Return():
@@ -425,9 +437,19 @@ def _active(items: tuple[EStmt, ...]) -> bool:
     return False
 
 
-def project(ir: ChoreographyIR) -> dict[str, EndpointIR]:
-    """Project a *checked* choreography onto every one of its roles."""
-    p = _Projector(ir)
+def project(
+    ir: ChoreographyIR, callee_active: CalleeActive | None = None
+) -> dict[str, EndpointIR]:
+    """Project a *checked* choreography onto every one of its roles.
+
+    Args:
+        ir: the checker's output.
+        callee_active: whether a callee (by the name used in the call) does
+            anything at one of its roles; a call that does nothing and returns
+            nothing the caller keeps is left out of that role's projection.
+            ``None``: keep every call.
+    """
+    p = _Projector(ir, callee_active)
     out: dict[str, EndpointIR] = {}
     for r in ir.roles:
         body = p.block(ir.body, r)
