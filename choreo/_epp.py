@@ -437,9 +437,7 @@ def _active(items: tuple[EStmt, ...]) -> bool:
     return False
 
 
-def project(
-    ir: ChoreographyIR, callee_active: CalleeActive | None = None
-) -> dict[str, EndpointIR]:
+def project(ir: ChoreographyIR, callee_active: CalleeActive | None = None) -> dict[str, EndpointIR]:
     """Project a *checked* choreography onto every one of its roles.
 
     Args:

@@ -38,13 +38,13 @@ from choreo._cluster import Cluster, write_cluster
 from choreo._dsl import Choreography
 from choreo._endpoint import Endpoint, Node
 from choreo._errors import (
-    ChoreoError,
     ChoreoRuntimeError,
     CodecError,
     RoleFailedError,
     UsageError,
 )
 from choreo._grpc import GrpcTransport
+from choreo._run import play_role
 from choreo._transport import LocalNetwork
 
 __all__ = ["free_ports", "role_inputs", "run_role", "up"]
@@ -112,20 +112,8 @@ async def run_role(
     if on_ready is not None:
         on_ready(transport.address or addresses[role])
     ctx = node.open(session, chor.hash, timeout, [r for r in chor.roles if r in active])
-    fn = chor._endpoint_function(role)
     try:
-        return await fn(Endpoint(ctx, {r: r for r in chor.roles}), *args)
-    except ChoreoError as exc:
-        if on_error is not None:
-            on_error(exc)
-        await node.abort(ctx, f"{type(exc).__name__}: {exc}")
-        raise
-    except Exception as exc:
-        failed = RoleFailedError(role, f"role {role} raised {type(exc).__name__}: {exc}")
-        if on_error is not None:
-            on_error(failed)
-        await node.abort(ctx, f"{type(exc).__name__}: {exc}")
-        raise failed from exc
+        return await play_role(chor, role, ctx, {r: r for r in chor.roles}, args, on_error)
     finally:
         node.close(session)
         await node.aclose()
@@ -305,9 +293,7 @@ async def up(
                 tasks.append(asyncio.ensure_future(_read_reports(child, status)))
                 tasks.append(asyncio.ensure_future(_forward(child, output)))
             status("starting " + ", ".join(active))
-            failed = await _wait(children, status)
-            if failed:
-                await _stop(children)
+            await _wait(children, status)  # returns early when one fails
         finally:
             await _stop(children)
             if tasks:
@@ -327,7 +313,10 @@ async def up(
 
 
 async def _wait(children: Sequence[_Child], status: Callable[[str], None]) -> bool:
-    """Wait for every child; return True (early) as soon as one has failed."""
+    """Wait for every child; return True (early) as soon as one has failed.
+
+    The caller then stops the others (its ``finally``).
+    """
     pending = {asyncio.ensure_future(c.proc.wait()): c for c in children}
     while pending:
         done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)

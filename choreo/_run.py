@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from choreo._dsl import Choreography
-from choreo._endpoint import Endpoint, Node
+from choreo._endpoint import Endpoint, Node, SessionContext
 from choreo._envelope import Envelope
 from choreo._errors import ChoreoError, PeerFailedError, RoleFailedError, UsageError
 from choreo._transport import LocalNetwork
 
-__all__ = ["DEFAULT_TIMEOUT", "run", "run_async", "split_inputs"]
+__all__ = ["DEFAULT_TIMEOUT", "play_role", "run", "run_async", "split_inputs"]
 
 #: seconds a receive waits before failing, unless a run says otherwise
 DEFAULT_TIMEOUT = 10.0
@@ -45,6 +45,43 @@ def split_inputs(
     for role, eir in chor.endpoints().items():
         args[role] = tuple(bound[p] for p in eir.params)
     return roles, args
+
+
+async def play_role(
+    chor: Choreography,
+    role: str,
+    ctx: SessionContext,
+    roles: Mapping[str, str],
+    args: tuple[Any, ...],
+    on_error: Callable[[ChoreoError], None] | None = None,
+) -> Any:
+    """Run ``role``'s endpoint in the session ``ctx``; on failure, tell every peer.
+
+    Args:
+        chor: the choreography.
+        role: the role parameter to play.
+        ctx: this role's state in the session.
+        roles: role parameters -> the names of the processes playing them.
+        args: the role's inputs, in its endpoint's parameter order.
+        on_error: called with the error as soon as the role fails, before the
+            peers are told (so that it can be reported without delay).
+
+    Raises:
+        ChoreoRuntimeError: the role failed; local code that raised is wrapped
+            in ``RoleFailedError`` (the original exception is its cause).
+    """
+    try:
+        return await chor._endpoint_function(role)(Endpoint(ctx, roles), *args)
+    except ChoreoError as exc:
+        error, cause = exc, None
+    except Exception as exc:
+        actual = roles[role]
+        error = RoleFailedError(actual, f"role {actual} raised {type(exc).__name__}: {exc}")
+        cause = exc
+    if on_error is not None:
+        on_error(error)
+    await ctx.node.abort(ctx, f"{type(error).__name__}: {error}")
+    raise error from cause
 
 
 async def run_async(
@@ -84,23 +121,12 @@ async def run_async(
         await node.start()
     contexts = {r: nodes[r].open(session, chash, timeout, peers) for r in chor.roles}
 
-    async def play(role: str) -> Any:
-        ctx = contexts[role]
-        fn = chor._endpoint_function(role)
-        try:
-            return await fn(Endpoint(ctx, roles), *args[role])
-        except ChoreoError as exc:
-            await ctx.node.abort(ctx, f"{type(exc).__name__}: {exc}")
-            raise
-        except Exception as exc:
-            await ctx.node.abort(ctx, f"{type(exc).__name__}: {exc}")
-            raise RoleFailedError(
-                roles[role], f"role {roles[role]} raised {type(exc).__name__}: {exc}"
-            ) from exc
-
     names = list(chor.roles)
     try:
-        outcomes = await asyncio.gather(*(play(r) for r in names), return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(play_role(chor, r, contexts[r], roles, args[r]) for r in names),
+            return_exceptions=True,
+        )
     finally:
         for r in names:
             nodes[r].close(session)

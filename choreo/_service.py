@@ -33,10 +33,10 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from choreo import _codec
+from choreo import _codec, _errors
 from choreo._cluster import Cluster, load_cluster
 from choreo._dsl import Choreography
-from choreo._endpoint import Endpoint, Node, SessionContext
+from choreo._endpoint import Node, SessionContext
 from choreo._envelope import Envelope, Kind
 from choreo._errors import (
     ChoreoError,
@@ -51,6 +51,7 @@ from choreo._errors import (
 )
 from choreo._grpc import GrpcTransport
 from choreo._loader import choreographies_in
+from choreo._run import play_role
 from choreo._session import MISMATCH_PREFIX
 
 __all__ = ["Client", "Server", "serve"]
@@ -60,17 +61,11 @@ log = logging.getLogger("choreo.service")
 #: seconds a client still waits for results after the session is known to have failed
 _ECHO_GRACE = 0.25
 
+#: runtime errors a RESULT may carry, by class name (rebuilt on the client's side)
 _ERRORS: dict[str, type[ChoreoRuntimeError]] = {
-    cls.__name__: cls
-    for cls in (
-        ChoreoRuntimeError,
-        DeadlineError,
-        PeerFailedError,
-        ProtocolError,
-        RoleFailedError,
-        VersionMismatchError,
-        CodecError,
-    )
+    name: cls
+    for name in _errors.__all__
+    if isinstance(cls := getattr(_errors, name), type) and issubclass(cls, ChoreoRuntimeError)
 }
 
 
@@ -225,18 +220,10 @@ async def _play(
     args: tuple[Any, ...],
 ) -> dict[str, Any]:
     """Run one role of a session; the outcome as a RESULT payload."""
-    actual = roles[role]
     try:
-        value = await chor._endpoint_function(role)(Endpoint(ctx, roles), *args)
-        return {"ok": value}
+        return {"ok": await play_role(chor, role, ctx, roles, args)}
     except ChoreoError as exc:
-        await ctx.node.abort(ctx, f"{type(exc).__name__}: {exc}")
         return _error_result(exc)
-    except Exception as exc:
-        await ctx.node.abort(ctx, f"{type(exc).__name__}: {exc}")
-        return _error_result(
-            RoleFailedError(actual, f"role {actual} raised {type(exc).__name__}: {exc}")
-        )
 
 
 async def serve(
