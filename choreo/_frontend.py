@@ -289,7 +289,7 @@ def _block(st: _State, block: cst.BaseSuite) -> list[Stmt]:
         # `if c: x = 1` on one line: treat its small statements like a block
         out: list[Stmt] = []
         for small in block.body:
-            out.extend(_small(st, small, block))
+            out.extend(_small(st, small))
         return out
     assert isinstance(block, cst.IndentedBlock)
     out = []
@@ -330,7 +330,7 @@ def _statement(st: _State, stmt: cst.BaseStatement) -> list[Stmt]:
     if isinstance(stmt, cst.SimpleStatementLine):
         out: list[Stmt] = []
         for small in stmt.body:
-            out.extend(_small(st, small, stmt))
+            out.extend(_small(st, small))
         return out
     if isinstance(stmt, cst.With):
         return _with(st, stmt)
@@ -485,7 +485,7 @@ def _send_call(st: _State, call: cst.BaseExpression) -> tuple[str, str] | None:
     return None
 
 
-def _small(st: _State, small: cst.BaseSmallStatement, line: cst.CSTNode) -> list[Stmt]:
+def _small(st: _State, small: cst.BaseSmallStatement) -> list[Stmt]:
     pm = st.pm
     if isinstance(small, cst.Pass):
         return []
@@ -560,7 +560,6 @@ def _small(st: _State, small: cst.BaseSmallStatement, line: cst.CSTNode) -> list
                 )
             )
             return []
-    del line
     return [Replicated(node, code, tuple(names.reads), frozenset(names.binds), span)]
 
 
