@@ -428,9 +428,7 @@ def _with(st: _State, stmt: cst.With) -> list[Stmt]:
     try:
         names = stmts_names(snippets, pm.file)
     except SnippetError as exc:
-        st.diags.append(
-            Diagnostic(Span(pm.file, exc.line, exc.col, exc.line, exc.col + 1), exc.message)
-        )
+        st.diags.append(Diagnostic(exc.span, exc.message))
         return []
     except SyntaxError as exc:  # pragma: no cover - libcst already parsed it
         st.error(stmt, f"cannot analyse this block: {exc.msg}")
@@ -546,9 +544,7 @@ def _small(st: _State, small: cst.BaseSmallStatement) -> list[Stmt]:
     try:
         names = stmts_names([(code, span.line, span.col)], pm.file)
     except SnippetError as exc:
-        st.diags.append(
-            Diagnostic(Span(pm.file, exc.line, exc.col, exc.line, exc.col + 1), exc.message)
-        )
+        st.diags.append(Diagnostic(exc.span, exc.message))
         return []
     for use in names.reads:
         if use.name in st.roles and use.attr in ("send", "scatter"):
@@ -693,9 +689,7 @@ def _expr(st: _State, node: cst.BaseExpression) -> Expr:
     try:
         reads, walrus = expr_reads(code, pm.file, span.line, span.col)
     except SnippetError as exc:
-        st.diags.append(
-            Diagnostic(Span(pm.file, exc.line, exc.col, exc.line, exc.col + 1), exc.message)
-        )
+        st.diags.append(Diagnostic(exc.span, exc.message))
         reads = []
     except SyntaxError:  # pragma: no cover - libcst already parsed it
         reads = []

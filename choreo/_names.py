@@ -34,11 +34,10 @@ MUTATORS = frozenset(
 class SnippetError(Exception):
     """A construct that the choreography language does not allow inside local code."""
 
-    def __init__(self, message: str, line: int, col: int) -> None:
+    def __init__(self, message: str, span: Span) -> None:
         super().__init__(message)
         self.message = message
-        self.line = line
-        self.col = col
+        self.span = span
 
 
 class _Walker:
@@ -53,6 +52,8 @@ class _Walker:
         self.reads: list[NameUse] = []
         self.mutated: dict[str, Span] = {}
         self.walrus: list[Span] = []
+        self.loops = 0  # enclosing loops inside the snippet
+        self.scopes = 0  # enclosing def/class/lambda inside the snippet
         self.bind_spans: dict[str, Span] = {}
 
     def _chars(self, lineno: int, byte_col: int) -> int:
@@ -75,8 +76,7 @@ class _Walker:
         return Span(self.file, line, max(col, 0), end_line, max(end_col, 0))
 
     def error(self, message: str, node: ast.expr | ast.stmt) -> SnippetError:
-        span = self._span(node)
-        return SnippetError(message, span.line, span.col)
+        return SnippetError(message, self._span(node))
 
     # -- statements ---------------------------------------------------------
     def stmts(self, body: Iterable[ast.stmt], bound: set[str]) -> None:
@@ -107,12 +107,29 @@ class _Walker:
             ):
                 self.expr(it, bound)
                 self.target(target, bound)
+                self.loops += 1
                 self.stmts(body, bound)
+                self.loops -= 1
                 self.stmts(orelse, bound)
             case ast.While(test=test, body=body, orelse=orelse):
                 self.expr(test, bound)
+                self.loops += 1
                 self.stmts(body, bound)
+                self.loops -= 1
                 self.stmts(orelse, bound)
+            case ast.Return() if self.scopes == 0:
+                raise self.error(
+                    "`return` inside a `with` block would end only that role's part; "
+                    "bind the value and `return` it after the block",
+                    s,
+                )
+            case ast.Break() | ast.Continue() if self.loops == 0 and self.scopes == 0:
+                kw = "break" if isinstance(s, ast.Break) else "continue"
+                raise self.error(
+                    f"`{kw}` inside a `with` block would leave a loop at that role only; "
+                    "leave a choreography-level loop through its condition",
+                    s,
+                )
             case ast.If(test=test, body=body, orelse=orelse):
                 self.expr(test, bound)
                 self.stmts(body, bound)
@@ -195,7 +212,11 @@ class _Walker:
             elif isinstance(node, ast.Global | ast.Nonlocal):
                 kw = "global" if isinstance(node, ast.Global) else "nonlocal"
                 raise self.error(f"`{kw}` is not allowed in a choreography", node)
+        self.scopes += 1
+        loops, self.loops = self.loops, 0
         self.stmts(body, set(outer) | inner)
+        self.scopes -= 1
+        self.loops = loops
 
     def target(self, t: ast.expr, bound: set[str]) -> None:
         match t:

@@ -304,6 +304,43 @@ def numbers(alice: Role) -> None:
 S = "`with` blocks"
 e(
     S,
+    "`return` inside a `with` block would end only that role's part",
+    "The other roles would go on expecting messages from a role that has returned.",
+    """
+@choreography
+def early(alice: Role, bob: Role, x: At[int, "alice"]) -> At[int, "bob"]:
+    with alice:
+        if x < 0:
+            return 0
+    y = alice.send(x, to=bob)
+    return y
+""",
+    "Bind the value inside the block and `return` it at choreography level; an early "
+    "exit is an `if` at choreography level (the other roles are told).",
+)
+
+e(
+    S,
+    "`break` / `continue` inside a `with` block would leave a loop at that role only",
+    "A choreography-level loop is left by every role together, through its condition.",
+    """
+@choreography
+def escape(alice: Role, bob: Role, n: At[int, "alice"]) -> None:
+    with alice:
+        k = n
+    while k > 0:
+        with alice:
+            k = k - 1
+            if k == 3:
+                break
+        m = alice.send(k, to=bob)
+""",
+    "Fold the exit into the loop condition (`while k > 0 and not done:`), set at the "
+    "deciding role. Loops *inside* the block may use `break` freely.",
+)
+
+e(
+    S,
     "a `with` block runs at exactly one role",
     "",
     """
