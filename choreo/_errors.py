@@ -7,6 +7,7 @@
     │   │   └── VersionMismatchError   peers run different choreography sources
     │   ├── DeadlineError       a receive (or a send) did not complete in time
     │   ├── PeerFailedError     another role of the session failed; this one gives up
+    │   ├── CrashedError        (simulation) this role's process crashed during the session
     │   ├── CodecError          a value could not be encoded, or bytes could not be decoded
     │   ├── TransportError      the network layer failed (connection, limits, TLS)
     │   └── RoleFailedError     a role's own code raised; wraps the original exception
@@ -31,6 +32,7 @@ __all__ = [
     "ChoreoInternalError",
     "ChoreoRuntimeError",
     "CodecError",
+    "CrashedError",
     "DeadlineError",
     "PeerFailedError",
     "ProtocolError",
@@ -75,6 +77,10 @@ class DeadlineError(ChoreoRuntimeError):
 
 class PeerFailedError(ChoreoRuntimeError):
     """Another role of the session failed, so this role stopped too."""
+
+
+class CrashedError(ChoreoRuntimeError):
+    """In a simulation: this role's process crashed while it was running the session."""
 
 
 class CodecError(ChoreoRuntimeError):

@@ -13,6 +13,7 @@ def test_all_is_pinned() -> None:
         "Choreography",
         "Client",
         "CodecError",
+        "CrashedError",
         "DeadlineError",
         "PeerFailedError",
         "ProtocolError",
