@@ -197,6 +197,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 timeout=timeout,
                 on_ready=ready,
                 on_error=failed,
+                tls=cluster.tls_for(args.role),
             )
         )
     except BaseException as exc:
@@ -265,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_run)
+
+    from choreo._tls import add_certs_command  # `choreo certs`: a development CA
+
+    add_certs_command(sub)
     return parser
 
 

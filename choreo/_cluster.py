@@ -13,6 +13,14 @@ A cluster file is TOML::
     [defaults]
     timeout = 10.0              # optional run-wide receive deadline, in seconds
 
+    [tls]                       # optional: TLS on every stream (see choreo._tls)
+    ca = "certs/ca.pem"         # the CA that signs every role's certificate
+    mutual = true               # mutual TLS (the default): roles prove who they are
+
+    [certs.buyer]               # one per role (and group member) that runs with TLS
+    cert = "certs/buyer.pem"
+    key = "certs/buyer.key"
+
 Rules the loader enforces, each reported as a ``UsageError`` that names the
 file and the offending key (never a raw ``tomllib`` traceback):
 
@@ -25,7 +33,14 @@ file and the offending key (never a raw ``tomllib`` traceback):
 * no name appears twice (a member is also a role name in the flat mapping) and
   no two names share an address: two roles on one port would receive each
   other's envelopes;
-* ``defaults`` knows only ``timeout``, a positive number.
+* ``defaults`` knows only ``timeout``, a positive number;
+* ``tls`` knows ``ca`` (a path, required) and ``mutual`` (a boolean, default
+  true); ``certs`` holds one ``[certs.NAME]`` table per role of the cluster,
+  each with exactly ``cert`` and ``key`` (paths); ``certs`` needs ``tls``.
+  Relative paths are relative to the cluster file's directory. With mutual
+  TLS every role needs its certificate (checked when a role's TLS
+  configuration is built, ``Cluster.tls_for``, not at load: a client that
+  only reads the addresses does not need one).
 
 ``Cluster.roles`` is the flat mapping ``name -> address`` the transport needs
 (group members included); ``Cluster.groups`` keeps which members belong to
@@ -40,15 +55,48 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from choreo._errors import UsageError
+from choreo._tls import TlsConfig
 
-__all__ = ["Cluster", "check_address", "load_cluster", "write_cluster"]
+__all__ = [
+    "CertPaths",
+    "Cluster",
+    "TlsSettings",
+    "check_address",
+    "load_cluster",
+    "write_cluster",
+]
 
-_SECTIONS = ("roles", "groups", "defaults")
+_SECTIONS = ("roles", "groups", "defaults", "tls", "certs")
 _DEFAULT_KEYS = ("timeout",)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+
+
+@dataclass(frozen=True, slots=True)
+class CertPaths:
+    """Where one role's certificate and private key are (PEM files)."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(slots=True)
+class TlsSettings:
+    """The ``[tls]`` and ``[certs.*]`` tables of a cluster file.
+
+    Attributes:
+        ca: the CA certificate file.
+        mutual: mutual TLS (roles present certificates, and may only send as
+            the role their certificate names).
+        certs: role -> its certificate and key files.
+    """
+
+    ca: Path
+    mutual: bool = True
+    certs: dict[str, CertPaths] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -61,11 +109,38 @@ class Cluster:
         timeout: run-wide receive deadline in seconds, or ``None`` if the file
             does not set one.
         groups: group name -> names of its members (each also in ``roles``).
+        tls: the TLS settings, or ``None`` for plaintext.
     """
 
     roles: dict[str, str]
     timeout: float | None = None
     groups: dict[str, list[str]] = field(default_factory=dict)
+    tls: TlsSettings | None = None
+
+    def tls_for(self, role: str | None) -> TlsConfig | None:
+        """The TLS configuration a role runs with (``None``: plaintext).
+
+        Args:
+            role: the role, or ``None`` for a client that presents no certificate.
+
+        Returns:
+            The configuration, with the PEM files read.
+
+        Raises:
+            UsageError: mutual TLS and ``role`` has no ``[certs.ROLE]`` table,
+                or a file cannot be read.
+        """
+        if self.tls is None:
+            return None
+        paths = self.tls.certs.get(role) if role is not None else None
+        if paths is None:
+            if self.tls.mutual:
+                raise UsageError(
+                    f"the cluster uses mutual TLS, but there is no [certs.{role}] table "
+                    "with this role's certificate and key"
+                )
+            return TlsConfig.from_files(self.tls.ca, mutual=False)
+        return TlsConfig.from_files(self.tls.ca, paths.cert, paths.key, mutual=self.tls.mutual)
 
 
 def check_address(
@@ -220,7 +295,49 @@ def _parse(name: str, data: Mapping[str, Any]) -> Cluster:
 
     if not roles:
         raise UsageError(f"{name}: the cluster has no roles")
-    return Cluster(roles=roles, timeout=timeout, groups=groups)
+    tls = _parse_tls(name, data, roles)
+    return Cluster(roles=roles, timeout=timeout, groups=groups, tls=tls)
+
+
+def _path(name: str, key: str, value: object) -> Path:
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"{name}: {key}: expected a file path string, got {value!r}")
+    p = Path(value)
+    return p if p.is_absolute() else Path(os.path.dirname(os.path.abspath(name))) / p
+
+
+def _parse_tls(name: str, data: Mapping[str, Any], roles: Mapping[str, str]) -> TlsSettings | None:
+    section = data.get("tls")
+    certs_section = data.get("certs")
+    if section is None:
+        if certs_section is not None:
+            raise UsageError(f"{name}: certs: a [certs.ROLE] table needs a [tls] table with `ca`")
+        return None
+    if not isinstance(section, dict):
+        raise UsageError(f"{name}: tls: expected a table")
+    for key in section:
+        if key not in ("ca", "mutual"):
+            raise UsageError(f"{name}: tls.{key}: unknown setting (known: ca, mutual)")
+    if "ca" not in section:
+        raise UsageError(f"{name}: tls: missing `ca`, the CA certificate file")
+    mutual = section.get("mutual", True)
+    if not isinstance(mutual, bool):
+        raise UsageError(f"{name}: tls.mutual: expected true or false, got {mutual!r}")
+    tls = TlsSettings(ca=_path(name, "tls.ca", section["ca"]), mutual=mutual)
+    if certs_section is None:
+        return tls
+    if not isinstance(certs_section, dict):
+        raise UsageError(f"{name}: certs: expected [certs.ROLE] tables")
+    for role, table in certs_section.items():
+        key = f"certs.{_quote(role) if '.' in role else role}"
+        if role not in roles:
+            raise UsageError(f"{name}: {key}: {role!r} is not a role of this cluster")
+        if not isinstance(table, dict) or set(table) != {"cert", "key"}:
+            raise UsageError(f"{name}: {key}: expected a table with exactly `cert` and `key`")
+        tls.certs[role] = CertPaths(
+            _path(name, f"{key}.cert", table["cert"]), _path(name, f"{key}.key", table["key"])
+        )
+    return tls
 
 
 def _quote(text: str) -> str:
@@ -267,6 +384,17 @@ def write_cluster(path: str | os.PathLike[str], cluster: Cluster) -> None:
             lines.append(f"{_quote(m)} = {_quote(cluster.roles[m])}")
     if cluster.timeout is not None:
         lines += ["", "[defaults]", f"timeout = {float(cluster.timeout)!r}"]
+    if cluster.tls is not None:
+        here = os.path.dirname(os.path.abspath(name))
+
+        def rel(p: Path) -> str:
+            return _quote(os.path.relpath(os.path.abspath(p), here))
+
+        lines += ["", "[tls]", f"ca = {rel(cluster.tls.ca)}"]
+        lines.append(f"mutual = {'true' if cluster.tls.mutual else 'false'}")
+        for role, paths in cluster.tls.certs.items():
+            lines += ["", f"[certs.{_quote(role)}]", f"cert = {rel(paths.cert)}"]
+            lines.append(f"key = {rel(paths.key)}")
     text = "\n".join(lines) + "\n"
     _parse(name, tomllib.loads(text))  # refuse to write what would not load
     try:

@@ -99,12 +99,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from choreo._cluster import check_address
 from choreo._envelope import Envelope, Kind
 from choreo._errors import TransportError, UsageError
 from choreo._proto import transport_pb2 as pb
+from choreo._tls import TlsConfig, dns_name, peer_identity
 from choreo._transport import DEFAULT_MAX_MESSAGE_SIZE, Deliver, Transport
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "GrpcStats", "GrpcTransport"]
@@ -247,6 +249,23 @@ class _Link:
         self.unacked = 0  # envelopes delivered since the last ack
 
 
+async def _read(context: Any) -> Any:
+    """The next ``Batch`` of an inbound stream, or ``grpc.aio.EOF``.
+
+    Raises:
+        _Reject: the frame is not a ``Batch`` (INVALID_ARGUMENT).
+    """
+    data = await context.read()
+    if data is grpc.aio.EOF:
+        return data
+    try:
+        return pb.Batch.FromString(data)
+    except DecodeError:
+        raise _Reject(
+            grpc.StatusCode.INVALID_ARGUMENT, f"a frame of {len(data)} bytes is not a Batch"
+        ) from None
+
+
 def _describe(exc: BaseException) -> str:
     """A one-line account of a grpc (or other) exception."""
     if isinstance(exc, grpc.aio.AioRpcError):
@@ -279,6 +298,10 @@ class GrpcTransport(Transport):
         connect_timeout: bound on one connection attempt, in seconds.
         on_lost: called with an envelope that ``send`` had accepted but that
             could not be delivered before its deadline, and the error.
+        tls: serve and connect over TLS (``None``: plaintext). With mutual
+            TLS a peer may only send as the role its certificate names: a
+            ``Hello`` naming another sender ends that stream with
+            ``PERMISSION_DENIED`` (see ``choreo._tls``).
 
     Raises:
         UsageError: an address is malformed or a limit is not positive.
@@ -298,6 +321,7 @@ class GrpcTransport(Transport):
         ack_every: int = 256,
         connect_timeout: float = 5.0,
         on_lost: Callable[[Envelope, TransportError], None] | None = None,
+        tls: TlsConfig | None = None,
     ) -> None:
         if max_message_size <= 0 or max_queued_bytes <= 0 or ack_every <= 0:
             raise UsageError("GrpcTransport: sizes and ack_every must be positive")
@@ -313,6 +337,8 @@ class GrpcTransport(Transport):
         self.ack_every = ack_every
         self.connect_timeout = connect_timeout
         self.on_lost = on_lost
+        self.tls = tls
+        self._channel_credentials = tls.channel_credentials() if tls is not None else None
         #: the bound port, after ``start()`` (``None`` without ``listen``)
         self.port: int | None = None
         #: ``host:port`` peers can reach this role at, after ``start()``
@@ -398,7 +424,8 @@ class GrpcTransport(Transport):
         )
         connect = grpc.stream_stream_rpc_method_handler(
             self._serve,
-            request_deserializer=pb.Batch.FromString,
+            # bytes: a frame that is not a Batch is rejected by us (_read), not by grpc
+            request_deserializer=None,
             response_serializer=pb.Ack.SerializeToString,
         )
         server.add_generic_rpc_handlers(
@@ -407,7 +434,10 @@ class GrpcTransport(Transport):
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         try:
-            port = server.add_insecure_port(self.listen)
+            if self.tls is not None:
+                port = server.add_secure_port(self.listen, self.tls.server_credentials())
+            else:
+                port = server.add_insecure_port(self.listen)
         except RuntimeError as exc:
             await server.stop(None)
             raise TransportError(
@@ -628,7 +658,15 @@ class GrpcTransport(Transport):
             _StreamError: the stream could not be opened, or broke.
         """
         self.stats.connects += 1
-        channel = grpc.aio.insecure_channel(peer.address, options=self._channel_options)
+        if self._channel_credentials is not None:
+            # the peer's certificate must name the role we mean to reach, whatever its address
+            options = [
+                *self._channel_options,
+                ("grpc.ssl_target_name_override", dns_name(peer.role)),
+            ]
+            channel = grpc.aio.secure_channel(peer.address, self._channel_credentials, options)
+        else:
+            channel = grpc.aio.insecure_channel(peer.address, options=self._channel_options)
         call: Any = None
         reader: asyncio.Task[None] | None = None
         try:
@@ -768,7 +806,11 @@ class GrpcTransport(Transport):
         """One inbound stream: handshake, then deliver batches and send acks."""
         if self._stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.role} is shutting down")
-        first = await context.read()
+        try:
+            first = await _read(context)
+        except _Reject as exc:
+            log.warning("%s: rejected a stream: %s", self.role, exc.details)
+            await context.abort(exc.code, exc.details)
         if first is grpc.aio.EOF:
             return
         if not first.HasField("hello") or first.envelopes:
@@ -784,6 +826,15 @@ class GrpcTransport(Transport):
             )
         if not hello.sender:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello names no sender")
+        if self.tls is not None and self.tls.mutual:
+            identity = peer_identity(context)
+            if identity != hello.sender:
+                details = (
+                    f"a peer whose certificate names {identity!r} may not send as "
+                    f"{hello.sender[:100]!r} to {self.role}"
+                )
+                log.warning("%s: rejected a stream from %s: %s", self.role, context.peer(), details)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, details)
         state = self._inbound.get(hello.sender)
         if state is None or state.incarnation != hello.incarnation:
             state = self._inbound[hello.sender] = _Inbound(hello.incarnation)
@@ -851,7 +902,7 @@ class GrpcTransport(Transport):
         assert deliver is not None
         stats = self.stats
         while True:
-            batch = await context.read()
+            batch = await _read(context)
             if batch is grpc.aio.EOF:
                 return
             if self._stopping or link.generation != state.generation:

@@ -45,6 +45,7 @@ from choreo._errors import (
 )
 from choreo._grpc import GrpcTransport
 from choreo._run import play_role
+from choreo._tls import TlsConfig
 from choreo._transport import LocalNetwork
 
 __all__ = ["free_ports", "role_inputs", "run_role", "up"]
@@ -79,6 +80,7 @@ async def run_role(
     timeout: float,
     on_ready: Callable[[str], None] | None = None,
     on_error: Callable[[BaseException], None] | None = None,
+    tls: TlsConfig | None = None,
 ) -> Any:
     """Play ``role`` of one session of ``chor`` over gRPC, and return its result.
 
@@ -92,6 +94,7 @@ async def run_role(
         on_ready: called with the bound address once the role serves.
         on_error: called with the role's error as soon as it fails, before the
             peers are told and the transport is closed.
+        tls: TLS for the role's transport (``Cluster.tls_for(role)``), or plaintext.
 
     Raises:
         UsageError: the role is not in the choreography or has no address.
@@ -106,7 +109,7 @@ async def run_role(
     args = role_inputs(chor, role, inputs)
     active = set(chor.active_roles())
     peers = {r: a for r, a in addresses.items() if r != role}
-    transport = GrpcTransport(role, addresses[role], peers)
+    transport = GrpcTransport(role, addresses[role], peers, tls=tls)
     node = Node(role, transport)
     await node.start()
     if on_ready is not None:

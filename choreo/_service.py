@@ -104,7 +104,9 @@ class Server:
         self.inputs = dict(inputs or {})
         self.timeout = timeout
         peers = {r: a for r, a in cluster.roles.items() if r != role}
-        self.transport = GrpcTransport(role, cluster.roles[role], peers, learn_peers=True)
+        self.transport = GrpcTransport(
+            role, cluster.roles[role], peers, learn_peers=True, tls=cluster.tls_for(role)
+        )
         self.node = Node(role, self.transport)
         self.node.on_start = self._on_start
         self.sessions_done = 0
@@ -273,7 +275,9 @@ class Client:
         self.cluster = cluster
         self.name = name or f"client-{secrets.token_hex(4)}"
         self.timeout = cluster.timeout or timeout
-        self.transport = GrpcTransport(self.name, listen, dict(cluster.roles))
+        self.transport = GrpcTransport(
+            self.name, listen, dict(cluster.roles), tls=cluster.tls_for(self.name)
+        )
         self.node = Node(self.name, self.transport)
 
     async def __aenter__(self) -> Client:
