@@ -1,48 +1,7 @@
 """Deterministic simulation of choreographies: virtual time, seeded schedules, faults.
 
-See ``docs/simulation.md``. Everything here is re-exported from ``choreo._sim``.
+See ``docs/simulation.md``. Everything here is ``choreo._sim``'s public surface.
 """
 
-from choreo._sim import (
-    Crash,
-    CrashedError,
-    Deliver,
-    Drop,
-    FaultPlan,
-    Heal,
-    Partition,
-    RandomFaults,
-    Restart,
-    Script,
-    SimLoop,
-    SimNetwork,
-    SimResult,
-    Simulation,
-    Storage,
-    Wait,
-    run_simulated,
-    simulate,
-    trace_jsonl,
-)
-
-__all__ = [
-    "Crash",
-    "CrashedError",
-    "Deliver",
-    "Drop",
-    "FaultPlan",
-    "Heal",
-    "Partition",
-    "RandomFaults",
-    "Restart",
-    "Script",
-    "SimLoop",
-    "SimNetwork",
-    "SimResult",
-    "Simulation",
-    "Storage",
-    "Wait",
-    "run_simulated",
-    "simulate",
-    "trace_jsonl",
-]
+from choreo._sim import *  # noqa: F403 - the public names are exactly _sim.__all__
+from choreo._sim import __all__ as __all__

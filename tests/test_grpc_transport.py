@@ -25,6 +25,7 @@ from choreo._errors import TransportError, UsageError
 from choreo._grpc import GrpcTransport
 from choreo._proto import transport_pb2 as pb
 from choreo._proto import transport_pb2_grpc as pb_grpc
+from tests.inbox import Inbox
 
 T = TypeVar("T")
 
@@ -51,22 +52,6 @@ def free_port() -> int:
 
 def env(i: int, sender: str = "a", receiver: str = "b", payload: bytes = b"") -> Envelope:
     return Envelope("s", sender, receiver, f"f.py:{i}", Kind.DATA, payload or str(i).encode(), "h")
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.got: list[Envelope] = []
-        self._changed = asyncio.Event()
-
-    def deliver(self, e: Envelope) -> None:
-        self.got.append(e)
-        self._changed.set()
-
-    async def wait_for(self, n: int) -> list[Envelope]:
-        while len(self.got) < n:
-            self._changed.clear()
-            await self._changed.wait()
-        return self.got
 
 
 @contextlib.asynccontextmanager

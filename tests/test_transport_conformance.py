@@ -31,6 +31,7 @@ from choreo._errors import (
 )
 from choreo._grpc import GrpcTransport
 from choreo._transport import LocalNetwork, Transport
+from tests.inbox import Inbox
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -113,24 +114,6 @@ async def nodes(h: Harness, *roles: str) -> AsyncIterator[dict[str, Node]]:
         yield ns
     finally:
         await asyncio.gather(*(n.aclose() for n in ns.values()))
-
-
-class Inbox:
-    """Collects the envelopes one raw transport delivers."""
-
-    def __init__(self) -> None:
-        self.got: list[Envelope] = []
-        self._changed = asyncio.Event()
-
-    def deliver(self, env: Envelope) -> None:
-        self.got.append(env)
-        self._changed.set()
-
-    async def wait_for(self, n: int) -> list[Envelope]:
-        while len(self.got) < n:
-            self._changed.clear()
-            await self._changed.wait()
-        return self.got
 
 
 @contextlib.asynccontextmanager
