@@ -25,6 +25,7 @@ from choreo._errors import (
 from choreo._loader import module_from_source
 from choreo._run import run, run_async
 from choreo._service import Client, Server
+from choreo._trace import TraceRecord, TraceRecorder, load_trace
 
 __all__ = [
     "At",
@@ -43,10 +44,13 @@ __all__ = [
     "RoleFailedError",
     "Roles",
     "Server",
+    "TraceRecord",
+    "TraceRecorder",
     "TransportError",
     "UsageError",
     "VersionMismatchError",
     "choreography",
+    "load_trace",
     "module_from_source",
     "register",
     "run",

@@ -5,6 +5,8 @@
     choreo up FILE:CHOR [--input N=V]...   run every role, print each role's result
     choreo run FILE:CHOR --role R --cluster cluster.toml
                                            run one role as a process over gRPC
+    choreo diagram FILE:CHOR | TRACE.jsonl [-o OUT]
+                                           draw a Mermaid sequence diagram
 
 Exit status: 0 on success; 1 when a choreography has static errors or a role
 failed; 2 on bad usage; 3 on an internal error (a bug in choreo).
@@ -126,8 +128,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
     chor.check()
     if args.in_process:
         from choreo._run import run
+        from choreo._trace import TraceRecorder
 
-        results = run(chor, timeout=args.timeout, **inputs)
+        recorder = TraceRecorder(args.trace) if args.trace else None
+        try:
+            results = run(chor, timeout=args.timeout, tracer=recorder, **inputs)
+        finally:
+            if recorder is not None:
+                recorder.close()
     else:
 
         def status(line: str) -> None:
@@ -135,7 +143,15 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 print(f"choreo: {line}", file=sys.stderr, flush=True)
 
         results = asyncio.run(
-            up(args.target, chor, args.input or [], inputs, timeout=args.timeout, status=status)
+            up(
+                args.target,
+                chor,
+                args.input or [],
+                inputs,
+                timeout=args.timeout,
+                status=status,
+                trace=args.trace,
+            )
         )
     print_results(results, args.json)
     return 0
@@ -164,8 +180,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from choreo._cluster import load_cluster
     from choreo._loader import load_target
     from choreo._process import report_error, report_result, run_role
+    from choreo._trace import TraceRecorder
 
     report = sys.stdout
+    recorder: TraceRecorder | None = None
     if args.report:  # stdout carries reports to `choreo up`; the role's prints go to stderr
         sys.stdout = sys.stderr
     try:
@@ -175,6 +193,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         chor.check()
         timeout = args.timeout or cluster.timeout or 10.0
         session = args.session or f"oneshot-{chor.name}-{chor.hash}"
+        if args.trace:
+            recorder = TraceRecorder(args.trace)
 
         reported: list[BaseException] = []
 
@@ -198,16 +218,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 on_ready=ready,
                 on_error=failed,
                 tls=cluster.tls_for(args.role),
+                tracer=recorder,
             )
         )
     except BaseException as exc:
         if args.report and not reported and not isinstance(exc, KeyboardInterrupt | SystemExit):
             report_error(report, exc)
         raise
+    finally:
+        if recorder is not None:
+            recorder.close()
     if args.report:
         report_result(report, result)
     else:
         print_results({args.role: result}, args.json)
+    return 0
+
+
+def _cmd_diagram(args: argparse.Namespace) -> int:
+    from choreo._diagram import choreography_diagram, trace_diagram
+    from choreo._loader import load_target
+    from choreo._trace import load_trace
+
+    if args.source.partition(":")[0].endswith(".py"):  # FILE.py[:CHOR]; anything else is a trace
+        chor = load_target(args.source)
+        chor.check()
+        text = choreography_diagram(chor)
+    else:
+        text = trace_diagram(load_trace(args.source))
+    if args.output:
+        try:
+            Path(args.output).write_text(text)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc}") from None
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
     return 0
 
 
@@ -240,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--in-process", action="store_true", help="run every role as a task in this process"
     )
+    p.add_argument(
+        "--trace", metavar="TRACE.jsonl", help="record every role's envelopes, merged, here"
+    )
     p.set_defaults(func=_cmd_up)
 
     p = sub.add_parser("serve", help="keep one role running, serving any number of sessions")
@@ -265,7 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session", help="session id (the same for every role of the run)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--trace", metavar="TRACE.jsonl", help="record this role's envelopes here")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("diagram", help="draw a choreography or a trace as a Mermaid diagram")
+    p.add_argument("source", help="FILE.py:CHOREOGRAPHY, or a TRACE.jsonl recorded with --trace")
+    p.add_argument("-o", "--output", help="write the diagram to this file instead of stdout")
+    p.set_defaults(func=_cmd_diagram)
 
     from choreo._tls import add_certs_command  # `choreo certs`: a development CA
 

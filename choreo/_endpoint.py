@@ -6,6 +6,8 @@ that have not been opened here yet (a peer may start sooner), and drops (and
 counts) envelopes of sessions already closed. An ``Endpoint`` is the API the
 generated code uses: ``send``, ``recv``, ``select``, ``offer`` and ``call``
 (sub-choreographies, with the callee's role names mapped onto ours).
+A node's optional ``tracer`` sees every envelope it sends or is delivered, on
+any transport (records: ``choreo._trace``).
 """
 
 from __future__ import annotations
@@ -105,6 +107,11 @@ class Node:
         self.dropped_overflow = 0
         #: service mode: called with every START envelope
         self.on_start: Callable[[Envelope], None] | None = None
+        #: tracing (see ``choreo._trace``): called as ``tracer("send", env)`` just before
+        #: this node hands an envelope to the transport (or delivers one to itself) and
+        #: as ``tracer("recv", env)`` for every envelope delivered here. None (the
+        #: default) costs one attribute check per envelope.
+        self.tracer: Callable[[str, Envelope], None] | None = None
 
     async def start(self) -> None:
         """Start receiving from the transport."""
@@ -131,6 +138,8 @@ class Node:
 
     def deliver(self, env: Envelope) -> None:
         """Route one inbound envelope (the transport's callback)."""
+        if self.tracer is not None:
+            self.tracer("recv", env)
         ctx = self._sessions.get(env.session)
         if ctx is not None:
             if env.kind == Kind.RESULT:  # service mode: outside the session's FIFO matching
@@ -177,6 +186,8 @@ class Node:
         env = Envelope(
             ctx.session, self.role, peer, "abort", Kind.ABORT, reason.encode(), ctx.chash
         )
+        if self.tracer is not None:
+            self.tracer("send", env)
         try:
             await self.transport.send(env, min(ctx.timeout, ABORT_TIMEOUT))
         except ChoreoError:
@@ -288,7 +299,12 @@ class Endpoint:
 
     async def _put(self, env: Envelope) -> None:
         ctx = self._ctx
+        tracer = ctx.node.tracer
+        if tracer is not None:  # before the send: a local transport delivers inside it
+            tracer("send", env)
         if env.receiver == ctx.role:  # a send to oneself moves nothing over the network
+            if tracer is not None:
+                tracer("recv", env)
             ctx.core.deliver(env)
             return
         try:

@@ -16,6 +16,11 @@ decoded with the safe codec.
 
 When a role fails, or on Ctrl-C, every child is stopped (SIGTERM, then
 SIGKILL after a grace period); none is left behind.
+
+Traces (``up(..., trace=PATH)``): every child records its own events into its
+own file in the run's temporary directory (``choreo run --trace``, wall-clock
+timestamps); once every child has stopped, ``up`` merges them, sorted by
+timestamp, into ``PATH``, whether the run succeeded or not.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from choreo._errors import (
 from choreo._grpc import GrpcTransport
 from choreo._run import play_role
 from choreo._tls import TlsConfig
+from choreo._trace import Tracer, load_trace, sort_records, write_trace
 from choreo._transport import LocalNetwork
 
 __all__ = ["free_ports", "role_inputs", "run_role", "up"]
@@ -81,6 +87,7 @@ async def run_role(
     on_ready: Callable[[str], None] | None = None,
     on_error: Callable[[BaseException], None] | None = None,
     tls: TlsConfig | None = None,
+    tracer: Tracer | None = None,
 ) -> Any:
     """Play ``role`` of one session of ``chor`` over gRPC, and return its result.
 
@@ -95,6 +102,10 @@ async def run_role(
         on_error: called with the role's error as soon as it fails, before the
             peers are told and the transport is closed.
         tls: TLS for the role's transport (``Cluster.tls_for(role)``), or plaintext.
+        tracer: the node's tracer (e.g. a ``TraceRecorder``), or None.
+
+    Returns:
+        The role's result.
 
     Raises:
         UsageError: the role is not in the choreography or has no address.
@@ -111,6 +122,7 @@ async def run_role(
     peers = {r: a for r, a in addresses.items() if r != role}
     transport = GrpcTransport(role, addresses[role], peers, tls=tls)
     node = Node(role, transport)
+    node.tracer = tracer
     await node.start()
     if on_ready is not None:
         on_ready(transport.address or addresses[role])
@@ -226,6 +238,7 @@ async def up(
     status: Callable[[str], None],
     output: IO[str] = sys.stderr,
     workdir: str | None = None,
+    trace: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run every active role of ``chor`` as its own process; return every role's result.
 
@@ -238,9 +251,14 @@ async def up(
         status: called with progress lines ("alice is up on ...", "bob finished").
         output: where the children's own output is forwarded.
         workdir: where to write the cluster file (a temporary directory by default).
+        trace: write the merged trace of every role here (JSON lines, sorted by
+            timestamp; see ``choreo._trace``), even when a role fails.
+
+    Returns:
+        ``{role: result}`` for every role, in parameter order.
 
     Raises:
-        UsageError: inputs are missing or unknown.
+        UsageError: inputs are missing or unknown, or the trace cannot be written.
         ChoreoRuntimeError: a role failed; every other role has been stopped.
     """
     for role in chor.roles:
@@ -285,6 +303,8 @@ async def up(
                 ]
                 for item in mine:
                     argv += ["--input", item]
+                if trace is not None:
+                    argv += ["--trace", str(Path(tmp) / f"{role}.trace.jsonl")]
                 proc = await asyncio.create_subprocess_exec(
                     *argv,
                     stdin=asyncio.subprocess.DEVNULL,
@@ -301,6 +321,8 @@ async def up(
             await _stop(children)
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+            if trace is not None:
+                _merge_child_traces(Path(tmp), [c.role for c in children], trace, status)
     errors = [
         (c.role, c.error or f"exited with status {c.proc.returncode}")
         for c in children
@@ -313,6 +335,23 @@ async def up(
     for c in children:
         results[c.role] = c.result
     return {r: results[r] for r in chor.roles}
+
+
+def _merge_child_traces(
+    tmp: Path, roles: Sequence[str], out: str | Path, status: Callable[[str], None]
+) -> None:
+    """Merge the children's trace files into ``out``; an unreadable one is reported, skipped."""
+    records = []
+    for role in roles:
+        path = tmp / f"{role}.trace.jsonl"
+        if not path.exists():
+            status(f"{role} wrote no trace")
+            continue
+        try:
+            records.extend(load_trace(path))
+        except UsageError as exc:  # e.g. a child killed in the middle of a line
+            status(f"the trace of {role} is unreadable and left out: {exc}")
+    write_trace(sort_records(records), out)
 
 
 async def _wait(children: Sequence[_Child], status: Callable[[str], None]) -> bool:

@@ -17,6 +17,7 @@ from choreo._dsl import Choreography
 from choreo._endpoint import Endpoint, Node, SessionContext
 from choreo._envelope import Envelope
 from choreo._errors import ChoreoError, PeerFailedError, RoleFailedError, UsageError
+from choreo._trace import Tracer
 from choreo._transport import LocalNetwork
 
 __all__ = ["DEFAULT_TIMEOUT", "play_role", "run", "run_async", "split_inputs"]
@@ -89,6 +90,7 @@ async def run_async(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     trace: Callable[[Envelope], None] | None = None,
+    tracer: Tracer | None = None,
     **inputs: Any,
 ) -> dict[str, Any]:
     """Run every role of ``chor`` as its own task over the in-process transport.
@@ -96,7 +98,10 @@ async def run_async(
     Args:
         chor: a ``@choreography``.
         timeout: seconds any receive may wait.
-        trace: called with every envelope sent (for recording traces).
+        trace: called with every envelope the network carries (a raw hook on
+            the in-process network; sends to oneself do not pass there).
+        tracer: every role's ``Node.tracer``: called as ``tracer(event, envelope)``
+            for every envelope sent and received, e.g. a ``TraceRecorder``.
         **inputs: the choreography's inputs by parameter name; a role parameter
             may be given a name (str) for the role that plays it.
 
@@ -118,6 +123,7 @@ async def run_async(
     peers = [roles[r] for r in chor.roles if r in active]
     nodes = {r: Node(roles[r], network.transport(roles[r])) for r in chor.roles}
     for node in nodes.values():
+        node.tracer = tracer
         await node.start()
     contexts = {r: nodes[r].open(session, chash, timeout, peers) for r in chor.roles}
 
@@ -144,17 +150,32 @@ def run(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     trace: Callable[[Envelope], None] | None = None,
+    tracer: Tracer | None = None,
     **inputs: Any,
 ) -> dict[str, Any]:
     """Synchronous ``run_async``: run every projected role in this process.
 
+    Args:
+        chor: a ``@choreography``.
+        timeout: seconds any receive may wait.
+        trace: called with every envelope the in-process network carries.
+        tracer: called as ``tracer(event, envelope)`` for every envelope sent and
+            received (e.g. a ``TraceRecorder``).
+        **inputs: the choreography's inputs by parameter name.
+
+    Returns:
+        ``{role: result}`` for every role.
+
     Raises:
-        UsageError: called from inside a running event loop (use ``run_async``).
+        UsageError: called from inside a running event loop (use ``run_async``), or
+            inputs are missing or unknown.
+        CheckError: the choreography has static errors.
+        ChoreoRuntimeError: a role failed.
     """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(run_async(chor, timeout=timeout, trace=trace, **inputs))
+        return asyncio.run(run_async(chor, timeout=timeout, trace=trace, tracer=tracer, **inputs))
     raise UsageError(
         "choreo.run was called inside an event loop: use `await choreo.run_async(...)`"
     )
