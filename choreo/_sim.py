@@ -66,6 +66,7 @@ from choreo._errors import (
 from choreo._loader import choreographies_in
 from choreo._run import DEFAULT_TIMEOUT, play_role, split_inputs
 from choreo._service import Client, Server
+from choreo._trace import summarize
 from choreo._transport import DEFAULT_MAX_MESSAGE_SIZE, Transport
 from choreo._transport import Deliver as DeliverFn
 
@@ -200,12 +201,16 @@ class Storage(dict[str, Any]):
 
 def _record(net: SimNetwork, event: str, env: Envelope | None = None, **extra: Any) -> None:
     rec: dict[str, Any] = {"t": round(net.now(), 9), "event": event}
-    if env is not None:
+    if env is not None:  # the fields of choreo._trace records, in virtual time
         rec.update(
             session=net.session_name(env.session),
             **{"from": env.sender, "to": env.receiver},
             label=env.label,
             kind=Kind(env.kind).name,
+            size=len(env.payload),
+            # only values the choreography computes: START/RESULT/ABORT payloads carry
+            # random session ids and client names, which would break byte-for-byte replay
+            summary=summarize(env) if env.kind in (Kind.DATA, Kind.SELECT) else "",
         )
     rec.update(extra)
     net.trace.append(rec)
@@ -658,7 +663,7 @@ class SimNetwork:
         if deliver is None or env.receiver in self._down:
             _record(self, "lost", env, why="receiver down")
             return
-        _record(self, "deliver", env)
+        _record(self, "recv", env)
         deliver(env)
 
 

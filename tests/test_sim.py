@@ -101,7 +101,7 @@ ONE_BUYER = dict(buyer="b", seller="s", title="TAPL", budget=100, catalogue=CATA
 
 def _order(trace: list[dict[str, Any]]) -> tuple[tuple[str, ...], ...]:
     """The sequence of deliveries of a trace, without times."""
-    return tuple((r["from"], r["to"], r["label"]) for r in trace if r["event"] == "deliver")
+    return tuple((r["from"], r["to"], r["label"]) for r in trace if r["event"] == "recv")
 
 
 # -- determinism ---------------------------------------------------------------
@@ -211,7 +211,7 @@ def test_a_dropped_message_fails_the_waiting_role_in_virtual_time() -> None:
     assert isinstance(r.errors["b"], choreo.DeadlineError)
     assert 30.0 <= r.time < 30.1
     events = [x["event"] for x in r.trace]
-    assert events[:2] == ["send", "drop"] and "deliver" not in events  # then both abort
+    assert events[:2] == ["send", "drop"] and "recv" not in events  # then both abort
     assert real < 1.0, f"{real:.2f}s of real time for a 30s virtual deadline"
 
 
