@@ -98,8 +98,8 @@ async def run_async(
     Args:
         chor: a ``@choreography``.
         timeout: seconds any receive may wait.
-        trace: called with every envelope the network carries (a raw hook on
-            the in-process network; sends to oneself do not pass there).
+        trace: called with every envelope a role sends (the ``"send"`` events
+            of ``tracer``, without the event name).
         tracer: every role's ``Node.tracer``: called as ``tracer(event, envelope)``
             for every envelope sent and received, e.g. a ``TraceRecorder``.
         **inputs: the choreography's inputs by parameter name; a role parameter
@@ -117,13 +117,23 @@ async def run_async(
         raise UsageError(f"choreo.run expects a @choreography function, got {chor!r}")
     roles, args = split_inputs(chor, inputs)
     active = set(chor.active_roles())
-    network = LocalNetwork(trace)
+    network = LocalNetwork()
     session = uuid.uuid4().hex
     chash = chor.hash
     peers = [roles[r] for r in chor.roles if r in active]
     nodes = {r: Node(roles[r], network.transport(roles[r])) for r in chor.roles}
+    node_tracer = tracer
+    if trace is not None:  # one mechanism: the plain callback is a tracer of sends
+        sends, full = trace, tracer
+
+        def node_tracer(event: str, env: Envelope) -> None:
+            if event == "send":
+                sends(env)
+            if full is not None:
+                full(event, env)
+
     for node in nodes.values():
-        node.tracer = tracer
+        node.tracer = node_tracer
         await node.start()
     contexts = {r: nodes[r].open(session, chash, timeout, peers) for r in chor.roles}
 

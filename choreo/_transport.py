@@ -59,17 +59,11 @@ class LocalNetwork:
     """An in-process network: every role registered here is one ``LocalTransport``.
 
     Delivery is a direct call into the receiver's callback, so FIFO per pair holds
-    trivially. ``trace`` (if given) sees every envelope sent.
+    trivially. (Tracing happens at the ``Node``, the same on every transport.)
     """
 
-    def __init__(
-        self,
-        trace: Callable[[Envelope], None] | None = None,
-        *,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    ) -> None:
+    def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._inboxes: dict[str, Deliver] = {}
-        self._trace = trace
         self.max_message_size = max_message_size
 
     def transport(self, role: str) -> LocalTransport:
@@ -82,8 +76,6 @@ class LocalNetwork:
                 f"message {env.label} from {env.sender} to {env.receiver} has a payload of "
                 f"{len(env.payload)} bytes, over the limit of {self.max_message_size} bytes"
             )
-        if self._trace is not None:
-            self._trace(env)
         deliver = self._inboxes.get(env.receiver)
         if deliver is None:
             raise TransportError(
