@@ -7,6 +7,7 @@ in-process or as separate processes over gRPC.
 
 from choreo._codec import register
 from choreo._dsl import At, Choreography, Role, Roles, choreography
+from choreo._endpoint import majority
 from choreo._errors import (
     CheckError,
     ChoreoError,
@@ -51,6 +52,7 @@ __all__ = [
     "VersionMismatchError",
     "choreography",
     "load_trace",
+    "majority",
     "module_from_source",
     "register",
     "run",

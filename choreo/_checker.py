@@ -29,6 +29,15 @@ after an error so that every problem is reported at once):
 8. The choreography's result is located where every ``return`` agrees (the
    meet); a ``-> At[T, "r"]`` annotation fixes it to ``r`` and is checked.
 
+9. Groups (``g: Roles``): a group's name is a value every role knows (the
+   tuple of its members' names: ``len(g)``, ``for m in g:``). A ``with g as m:``
+   block (or ``with g[0]:``, ``with m:``) reads values held by ``g`` (uniform
+   or faceted) or replicated; what it binds is faceted (``g*``). A multicast to
+   the whole group is uniform (``g``); a scatter, a send to one member or a
+   slice, a gather with a quorum, and group inputs are faceted. A condition
+   may be decided by a group whose members all hold the same value (``g``),
+   never on a faceted value (the members could disagree).
+
 Theory: locations form a lattice (``None`` = everywhere, above every set of
 roles; meet is intersection), statements are monotone transfer functions, so
 loop fixpoints are reached in at most (number of roles + 1) rounds per name.
@@ -44,6 +53,8 @@ from choreo._ir import (
     ChoreographyIR,
     Expr,
     For,
+    GLocal,
+    GSend,
     If,
     Loc,
     Local,
@@ -51,10 +62,12 @@ from choreo._ir import (
     Poison,
     Replicated,
     Return,
+    RoleRef,
     Send,
     Signature,
     Stmt,
     While,
+    facet,
     meet,
 )
 from choreo._source import Diagnostic, Span
@@ -80,7 +93,9 @@ def describe(loc: Loc) -> str:
         return "every role"
     if not loc:
         return "no single role"
-    names = sorted(loc)
+    names = sorted(
+        f"the members of {t[:-1]} (each its own value)" if t.endswith("*") else t for t in loc
+    )
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
@@ -96,6 +111,7 @@ class _Checker:
     diags: list[Diagnostic] = field(default_factory=list)
     results: list[tuple[Loc, Span]] = field(default_factory=list)
     roles: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
     bound_anywhere: frozenset[str] = frozenset()
     order: dict[str, int] = field(default_factory=dict)
     #: names bound by rejected statements: their uses are not reported again
@@ -121,6 +137,8 @@ class _Checker:
             return False
         if use.name in env:
             return env[use.name]
+        if use.name in self.groups:
+            return None  # a group's value is the tuple of its members' names, known everywhere
         if use.name in self.bound_anywhere:
             self.error(
                 use.span,
@@ -136,19 +154,23 @@ class _Checker:
                 return False
         return None  # a module global or builtin: every role has it
 
-    def need_at(self, uses: tuple[NameUse, ...], role: str, env: Env, what: str) -> None:
+    def need_at(
+        self, uses: tuple[NameUse, ...], role: str, env: Env, what: str, group: bool = False
+    ) -> None:
+        """Every use must be readable at ``role`` (at each member of group ``role``)."""
         for use in uses:
             loc = self._lookup(use, env)
             if loc is None or loc is False:
                 continue
             assert isinstance(loc, frozenset)
-            if role in loc:
+            if role in loc or (group and facet(role) in loc):
                 continue
             if loc:
-                holder = sorted(loc, key=self._rank)[0]
+                holder = sorted(loc, key=self._rank)[0].rstrip("*")
+                where = f"the members of {role}" if group else role
                 self.error(
                     use.span,
-                    f"`{use.name}` is located at {describe(loc)}, but {what} runs at {role}",
+                    f"`{use.name}` is located at {describe(loc)}, but {what} runs at {where}",
                     f"send it first: `{use.name} = {holder}.send({use.name}, to={role})`",
                 )
             else:
@@ -170,7 +192,7 @@ class _Checker:
                 use.span,
                 f"`{use.name}` is located at {describe(loc)}; {what} may only use values "
                 "every role knows",
-                f"wrap it in `with {where[0]}:`" if where else None,
+                f"wrap it in `with {where[0].rstrip('*')}:`" if where else None,
             )
 
     def expr_loc(self, expr: Expr, env: Env, what: str) -> Loc:
@@ -203,7 +225,26 @@ class _Checker:
         return loc
 
     def _rank(self, role: str) -> int:
-        return self.order.get(role, len(self.order))
+        return self.order.get(role.rstrip("*"), len(self.order))
+
+    def decided(self, cond: Expr, env: Env, what: str) -> Loc:
+        """The deciders of a condition; a faceted value cannot decide (members may differ)."""
+        loc = self.expr_loc(cond, env, what)
+        if loc:
+            faceted = sorted(t[:-1] for t in loc if t.endswith("*"))
+            if faceted:
+                names = [u.name for u in cond.reads if (env.get(u.name) or set()) & loc]
+                self.error(
+                    cond.span,
+                    f"{what} reads "
+                    + (f"`{names[0]}`, " if names else "")
+                    + f"a value each member of {faceted[0]} holds for itself: the members "
+                    "could disagree on the branch",
+                    f"gather it to one role first (`x = {faceted[0]}.send(x, to=some_role)`), "
+                    f"or decide inside `with {faceted[0]} as m:`",
+                )
+                return frozenset()
+        return loc
 
     # -- statements ---------------------------------------------------------
     def block(self, stmts: tuple[Stmt, ...], env: Env, replicated: bool) -> tuple[Stmt, ...]:
@@ -237,6 +278,16 @@ class _Checker:
                             f"`{name} = ...`, which makes it {role}'s alone)",
                         )
                 return s
+            case GLocal(where=ref):
+                block = f"with {ref.code} as {s.member}" if s.member else f"with {ref.code}"
+                self.need_at(s.reads, ref.base, env, f"this `{block}:` block", True)
+                bound_at = {u.name: u.span for u in s.bind_uses}
+                for b in sorted(s.binds):
+                    self.bind(b, frozenset({facet(ref.base)}), env, bound_at.get(b, s.span))
+                return s
+            case GSend():
+                self.gsend(s, env)
+                return s
             case Send(sender=sender):
                 self.need_at(s.expr.reads, sender, env, f"the value sent by {sender}")
                 if s.target is not None:
@@ -262,7 +313,7 @@ class _Checker:
                     self.bind(b, None, env, s.span)
                 return s
             case If():
-                deciders = self.expr_loc(s.cond, env, "this condition")
+                deciders = self.decided(s.cond, env, "this condition")
                 inner_rep = replicated and deciders is None
                 env_t = dict(env)
                 then = self.block(s.then, env_t, inner_rep)
@@ -273,7 +324,7 @@ class _Checker:
                 return replace(s, then=then, orelse=orelse, deciders=deciders)
             case While():
                 entry = self._fixpoint(s.body, env, replicated, s.cond, ())
-                deciders = self.expr_loc(s.cond, entry, "this loop condition")
+                deciders = self.decided(s.cond, entry, "this loop condition")
                 body_env = dict(entry)
                 body = self.block(s.body, body_env, replicated and deciders is None)
                 env.clear()
@@ -315,7 +366,7 @@ class _Checker:
         saved_diags, saved_results = self.diags, self.results
         entry = dict(env)
         try:
-            for _ in range(len(self.roles) + len(env) + 2):
+            for _ in range(len(self.roles) + 2 * len(self.groups) + len(env) + 2):
                 self.diags, self.results = [], []
                 inner = dict(entry)
                 for t in targets:
@@ -332,6 +383,22 @@ class _Checker:
         finally:
             self.diags, self.results = saved_diags, saved_results
         return entry
+
+    def gsend(self, s: GSend, env: Env) -> None:
+        snd = s.sender
+        verb = "scattered" if s.scatter else "sent"
+        self.need_at(
+            s.expr.reads, snd.base, env, f"the value {verb} by {snd.code}", snd.kind != "role"
+        )
+        if s.quorum is not None:
+            self.need_replicated(s.quorum.reads, env, "a quorum")
+        if s.target is None:
+            return
+        loc: set[str] = set()
+        for r in s.receivers:
+            uniform = r.kind == "group" and not s.scatter and (snd.single or s.quorum is None)
+            loc.add(r.base if r.kind == "role" or uniform else facet(r.base))
+        self.bind(s.target, frozenset(loc), env, s.span)
 
     def call(self, s: Call, env: Env) -> Stmt:
         checked = self._call(s, env)
@@ -392,12 +459,36 @@ class _Checker:
             )
             return s
         role_map: dict[str, str] = {}
+        #: callee role/group -> (caller token for a value held there uniformly, faceted token)
+        tokens: dict[str, tuple[str, str]] = {}
+        refs: list[tuple[str, RoleRef]] = []
+        ref_of = {id(e): r for (_, e), r in zip(s.args, s.arg_refs, strict=False)}
         used: dict[str, str] = {}
         ok = True
         for p in params:
-            if p.kind != "role":
+            if p.kind not in ("role", "group"):
                 continue
             e = bound[p.name]
+            ref = ref_of.get(id(e))
+            if p.kind == "group":
+                if ref is None or ref.single:
+                    self.error(
+                        e.span,
+                        f"group parameter `{p.name}` of `{sig.name}` needs a group or a slice "
+                        f"of one, got `{e.code}`",
+                    )
+                    ok = False
+                    continue
+                refs.append((p.name, ref))
+                uniform = ref.base if ref.kind == "group" else facet(ref.base)
+                tokens[p.name] = (uniform, facet(ref.base))
+                role_map[p.name] = ref.base
+                continue
+            if ref is not None and ref.kind == "member":
+                refs.append((p.name, ref))
+                tokens[p.name] = (facet(ref.base), facet(ref.base))
+                role_map[p.name] = ref.base
+                continue
             if e.code not in self.roles:
                 self.error(
                     e.span,
@@ -416,6 +507,8 @@ class _Checker:
                 continue
             used[e.code] = p.name
             role_map[p.name] = e.code
+            tokens[p.name] = (e.code, e.code)
+            refs.append((p.name, ref or RoleRef(e.code, e.node, e.code, "role", e.span)))
         if not ok:
             return s
         inputs: list[tuple[str, Expr]] = []
@@ -425,23 +518,35 @@ class _Checker:
             e = bound[p.name]
             assert p.location is not None
             at = role_map[p.location]
-            self.need_at(e.reads, at, env, f"argument `{p.name}` of `{sig.name}` (held by {at})")
+            self.need_at(
+                e.reads,
+                at,
+                env,
+                f"argument `{p.name}` of `{sig.name}` (held by {at})",
+                at in self.groups,
+            )
             inputs.append((p.location, e))
         result: Loc = None
         if sig.result is not None:
-            result = frozenset(role_map[r] for r in sig.result if r in role_map)
+            mapped: set[str] = set()
+            for t in sig.result:
+                key = t.rstrip("*")
+                if key in tokens:
+                    mapped.add(tokens[key][1] if t.endswith("*") else tokens[key][0])
+            result = frozenset(mapped)
         if s.target is not None:
             self.bind(s.target, result, env, s.span)
-        return replace(s, roles=tuple(role_map.items()), inputs=tuple(inputs), result=result)
+        plain = tuple((k, r.code) for k, r in refs if r.kind == "role")
+        return replace(s, roles=plain, inputs=tuple(inputs), result=result, refs=tuple(refs))
 
 
 def _all_binds(stmts: tuple[Stmt, ...]) -> set[str]:
     out: set[str] = set()
     for s in stmts:
         match s:
-            case Local() | Replicated():
+            case Local() | Replicated() | GLocal():
                 out |= s.binds
-            case Send() | Call():
+            case Send() | Call() | GSend():
                 if s.target:
                     out.add(s.target)
             case If():
@@ -474,31 +579,33 @@ def check(
         every diagnostic found.
     """
     roles = frozenset(ir.roles)
+    groups = frozenset(ir.groups)
     c = _Checker(
         ir,
         resolve,
         is_global,
         roles=roles,
+        groups=groups,
         bound_anywhere=frozenset(_all_binds(ir.body)),
-        order={r: i for i, r in enumerate(ir.roles)},
+        order={r: i for i, r in enumerate(ir.parties)},
     )
     env: Env = {}
     for p in ir.params:
         if p.kind == "input":
             assert p.location is not None
-            env[p.name] = frozenset({p.location})
+            env[p.name] = frozenset({facet(p.location) if p.location in groups else p.location})
     body = c.block(ir.body, env, True)
     result: Loc = None
     for loc, _ in c.results:
         result = meet(result, loc)
     if ir.returns is not None:
         for loc, span in c.results:
-            if loc is not None and ir.returns not in loc:
+            if loc is not None and ir.returns not in loc and facet(ir.returns) not in loc:
                 c.error(
                     span,
                     f"this returns a value located at {describe(loc)}, but the choreography "
                     f"declares its result at {ir.returns}",
                     f"send it to {ir.returns} before returning it",
                 )
-        result = frozenset({ir.returns})
+        result = frozenset({facet(ir.returns) if ir.returns in groups else ir.returns})
     return replace(ir, body=body, result=result), c.diags

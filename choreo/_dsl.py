@@ -70,8 +70,13 @@ class Role:
         return copy.deepcopy(value)
 
 
-class Roles:
-    """A group of roles whose size is chosen at run time (not supported yet)."""
+class Roles(tuple[str, ...]):
+    """A group of roles whose members are chosen when a run starts (its census).
+
+    In a choreography's signature, ``backups: Roles`` declares a group. At run
+    time the group is the tuple of its members' names (``backups.0``, ...), so
+    ``len(g)``, ``g[0]``, ``g[1:]`` and ``for m in g:`` work as on a tuple.
+    """
 
 
 #: ``At[T, "role"]``: a value of type ``T`` held by ``role`` only. It *is*
@@ -177,7 +182,9 @@ class Choreography:
     def _signature(self) -> Signature:
         ir, _, _ = self._parse()
         if ir.declared:
-            result = frozenset({ir.returns}) if ir.returns is not None else None
+            result: frozenset[str] | None = None
+            if ir.returns is not None:
+                result = frozenset({ir.returns + "*" if ir.returns in ir.groups else ir.returns})
             return Signature(ir.name, ir.params, result)
         if self._checking:
             raise NeedsAnnotation(self.name)
@@ -390,6 +397,11 @@ class Choreography:
                 continue
             if p.kind == "role":
                 bound[p.name] = Role(p.name)
+            elif p.kind == "group":
+                raise UsageError(
+                    f"{self.name} needs the census of group {p.name!r}: a size "
+                    f"({p.name}=3) or a list of member names"
+                )
             else:
                 raise UsageError(
                     f"{self.name} needs the input {p.name!r} (located at {p.location})"
@@ -397,8 +409,17 @@ class Choreography:
         return bound
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the choreography centrally (all roles in this process, no messages)."""
-        self._check()
+        """Run the choreography centrally (all roles in this process, no messages).
+
+        A choreography with groups takes each group's census (a size or a list of
+        member names) as the group's argument, and runs in the IR interpreter of
+        ``choreo._central`` (a Python ``with`` block cannot run once per member).
+        """
+        ir = self._check()
+        if ir.groups:
+            from choreo._central import central_call
+
+            return central_call(self, **self.bind_inputs(args, kwargs))
         return self._fn(**self.bind_inputs(args, kwargs))
 
 

@@ -20,14 +20,20 @@ from typing import TYPE_CHECKING, Any
 
 from choreo import _codec
 from choreo._envelope import Envelope, Kind
-from choreo._errors import ChoreoError, CodecError, DeadlineError, TransportError
+from choreo._errors import (
+    ChoreoError,
+    ChoreoRuntimeError,
+    CodecError,
+    DeadlineError,
+    TransportError,
+)
 from choreo._session import MISMATCH_PREFIX, SessionCore
 from choreo._transport import Transport
 
 if TYPE_CHECKING:
     from choreo._dsl import Choreography
 
-__all__ = ["Endpoint", "Node", "SessionContext"]
+__all__ = ["Endpoint", "Node", "SessionContext", "majority"]
 
 log = logging.getLogger("choreo.runtime")
 
@@ -36,6 +42,32 @@ ABORT_TIMEOUT = 0.5
 
 _TRUE = b"\x01"
 _FALSE = b"\x00"
+
+
+class _Majority:
+    """``quorum=majority``: more than half of the members."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "majority"
+
+
+#: ``g.send(v, to=r, quorum=majority)``: return once more than half of ``g`` replied
+majority = _Majority()
+
+
+def _quorum(quorum: Any, n: int, role: str, label: str) -> int:
+    if quorum is None:
+        return n
+    if quorum is majority:
+        return n // 2 + 1
+    if isinstance(quorum, bool) or not isinstance(quorum, int) or not 0 <= quorum <= n:
+        raise ChoreoRuntimeError(
+            f"{role}: the quorum at {label} is {quorum!r}; it must be an int between 0 and "
+            f"the number of members ({n}), or `majority`"
+        )
+    return quorum
 
 
 class SessionContext:
@@ -71,7 +103,8 @@ class SessionContext:
         self.core = SessionCore(session, node.role, chash)
         self.peers = tuple(p for p in peers if p != node.role)
         self.waiter: asyncio.Future[None] | None = None
-        self.waiting_on: str | None = None
+        #: the sender (or, in a gather, the senders) the waiter waits for
+        self.waiting_on: str | frozenset[str] | None = None
         #: service mode: RESULT envelopes by sender, and who waits for them
         self.results: dict[str, Envelope] = {}
         self.result_waiter: asyncio.Future[None] | None = None
@@ -79,7 +112,12 @@ class SessionContext:
     def wake(self, sender: str) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
-            if sender == self.waiting_on or self.core.failure is not None:
+            waiting_on = self.waiting_on
+            if (
+                sender == waiting_on
+                or self.core.failure is not None
+                or (isinstance(waiting_on, frozenset) and sender in waiting_on)
+            ):
                 waiter.set_result(None)
 
 
@@ -219,14 +257,153 @@ class Endpoint:
     """One role's view of one session, as used by projected code.
 
     ``roles`` maps the role names the code was written with (the
-    choreography's parameters) to the names of the roles that run them.
+    choreography's parameters) to the names of the roles that run them;
+    ``groups`` maps each group parameter to its members' names. Wherever a
+    role is expected, the group methods (``send_to``, ``recv_from``,
+    ``gather``, ``scatter``, ``select``) take a role parameter's name, a
+    member's name, or a tuple of members (a group or a slice of one).
     """
 
-    __slots__ = ("_ctx", "roles")
+    __slots__ = ("_ctx", "groups", "roles")
 
-    def __init__(self, ctx: SessionContext, roles: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        ctx: SessionContext,
+        roles: Mapping[str, str],
+        groups: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
         self._ctx = ctx
         self.roles = roles
+        self.groups: Mapping[str, tuple[str, ...]] = groups or {}
+
+    @property
+    def me(self) -> str:
+        """The name of the role or group member running this endpoint."""
+        return self._ctx.role
+
+    def group(self, name: str) -> tuple[str, ...]:
+        """The members of group parameter ``name``, in census order."""
+        return tuple(self.groups.get(name, ()))
+
+    def _names(self, to: Any) -> list[str]:
+        """Role expressions (a name, or tuples of names, possibly nested) -> role names."""
+        if isinstance(to, str):
+            return [self.roles.get(to, to)]
+        out: list[str] = []
+        for item in to:
+            out.extend(self._names(item))
+        return out
+
+    def among(self, *refs: Any) -> bool:
+        """Whether this member is one of ``refs``."""
+        return self._ctx.role in self._names(refs)
+
+    async def send_to(self, to: Any, value: Any, label: str) -> None:
+        """Send ``value`` to every role or member ``to`` names (a multicast to groups)."""
+        ctx = self._ctx
+        try:
+            payload = _codec.encode(value)
+        except CodecError as exc:
+            raise CodecError(f"{ctx.role} cannot send the value at {label}: {exc}") from None
+        for name in self._names(to):
+            await self._put(
+                Envelope(ctx.session, ctx.role, name, label, Kind.DATA, payload, ctx.chash)
+            )
+
+    async def scatter(self, to: Any, value: Any, label: str) -> None:
+        """Send each member ``to`` names its own part: ``value[member]``.
+
+        Raises:
+            ChoreoRuntimeError: ``value`` is not a mapping with an entry for every member.
+        """
+        ctx = self._ctx
+        names = self._names(to)
+        if not isinstance(value, Mapping):
+            raise ChoreoRuntimeError(
+                f"{ctx.role} scatters a {type(value).__name__} at {label}: a scatter needs a "
+                "dict member -> value"
+            )
+        missing = [n for n in names if n not in value]
+        if missing:
+            raise ChoreoRuntimeError(
+                f"{ctx.role} scatters at {label} a dict with no entry for "
+                + ", ".join(missing)
+                + f" (it has {sorted(map(str, value))})"
+            )
+        for name in names:
+            try:
+                payload = _codec.encode(value[name])
+            except CodecError as exc:
+                raise CodecError(f"{ctx.role} cannot send the value at {label}: {exc}") from None
+            await self._put(
+                Envelope(ctx.session, ctx.role, name, label, Kind.DATA, payload, ctx.chash)
+            )
+
+    async def recv_from(self, frm: str, label: str) -> Any:
+        """Receive from one role or member (``frm`` a role parameter or a member's name)."""
+        env = await self._take(self.roles.get(frm, frm), label, Kind.DATA)
+        return self._decode(env, label)
+
+    def _decode(self, env: Envelope, label: str) -> Any:
+        try:
+            return _codec.decode(env.payload)
+        except CodecError as exc:
+            raise CodecError(
+                f"{self._ctx.role} received an undecodable value from {env.sender} at {label}: {exc}"
+            ) from None
+
+    async def gather(self, frm: Any, label: str, quorum: Any = None) -> dict[str, Any]:
+        """Receive one value from each member ``frm`` names: ``{member: value}``.
+
+        With ``quorum=k`` (or ``quorum=majority``) return as soon as ``k`` have
+        arrived; the others' replies are dropped when they come (counted in
+        ``late_replies``), never delivered to a later receive.
+
+        Raises:
+            DeadlineError: fewer than the quorum arrived before the deadline.
+            ChoreoRuntimeError: the quorum is not between 0 and the number of members.
+        """
+        ctx = self._ctx
+        names = self._names(frm)
+        need = _quorum(quorum, len(names), ctx.role, label)
+        got: dict[str, Envelope] = {}
+        core = ctx.core
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ctx.timeout
+        while True:
+            for name in names:
+                if name not in got:
+                    env = core.take(name, label, Kind.DATA)
+                    if env is not None:
+                        got[name] = env
+            if len(got) >= need:
+                break
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                missing = [n for n in names if n not in got]
+                raise DeadlineError(
+                    f"{ctx.role} waited {ctx.timeout:g}s in session {ctx.session} for "
+                    f"{need} of {len(names)} replies sent at {label}; got {len(got)}, none "
+                    f"came from {', '.join(missing)}"
+                )
+            fut: asyncio.Future[None] = loop.create_future()
+            ctx.waiter = fut
+            ctx.waiting_on = frozenset(n for n in names if n not in got)
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except TimeoutError:
+                pass
+            finally:
+                ctx.waiter = ctx.waiting_on = None
+        for name in names:
+            if name not in got:
+                core.skip(name, label)
+        return {n: self._decode(got[n], label) for n in names if n in got}
+
+    @property
+    def late_replies(self) -> int:
+        """Replies dropped in this session because their quorum gather had completed."""
+        return self._ctx.core.late
 
     @property
     def session(self) -> str:
@@ -266,36 +443,45 @@ class Endpoint:
             PeerFailedError: the peer (or another role) failed.
         """
         env = await self._take(self.roles[frm], label, Kind.DATA)
-        try:
-            return _codec.decode(env.payload)
-        except CodecError as exc:
-            raise CodecError(
-                f"{self._ctx.role} received an undecodable value from {env.sender} at {label}: {exc}"
-            ) from None
+        return self._decode(env, label)
 
-    async def select(self, value: Any, to: tuple[str, ...], label: str) -> bool:
-        """Decide a branch: tell every role in ``to`` which one, return it."""
+    async def select(
+        self, value: Any, to: tuple[Any, ...], label: str, by: tuple[str, ...] | None = None
+    ) -> bool:
+        """Decide a branch: tell every role in ``to`` which one, return it.
+
+        ``by``: when a group decides, only its first member tells the others.
+        """
         ctx = self._ctx
         taken = bool(value)
+        if by is not None and (not by or by[0] != ctx.role):
+            return taken
         payload = _TRUE if taken else _FALSE
-        for name in to:
-            env = Envelope(
-                ctx.session, ctx.role, self.roles[name], label, Kind.SELECT, payload, ctx.chash
-            )
+        for name in self._names(to):
+            env = Envelope(ctx.session, ctx.role, name, label, Kind.SELECT, payload, ctx.chash)
             await self._put(env)
         return taken
 
     async def offer(self, frm: str, label: str) -> bool:
         """Learn from ``frm`` which branch was taken at ``label``."""
-        env = await self._take(self.roles[frm], label, Kind.SELECT)
+        env = await self._take(self.roles.get(frm, frm), label, Kind.SELECT)
         return env.payload == _TRUE
 
     async def call(
-        self, chor: Choreography, role: str, mapping: Mapping[str, str], *args: Any
+        self,
+        chor: Choreography,
+        role: str,
+        mapping: Mapping[str, str],
+        *args: Any,
+        groups: Mapping[str, Any] | None = None,
     ) -> Any:
-        """Run ``chor``'s projection at ``role``, its roles mapped by ``mapping`` to ours."""
-        roles = {callee: self.roles[ours] for callee, ours in mapping.items()}
-        return await chor._endpoint_function(role)(Endpoint(self._ctx, roles), *args)
+        """Run ``chor``'s projection at ``role``, its roles mapped by ``mapping`` to ours.
+
+        ``groups`` maps the callee's group parameters to the members passed in.
+        """
+        roles = {callee: self.roles.get(ours, ours) for callee, ours in mapping.items()}
+        members = {k: tuple(self._names(v)) for k, v in (groups or {}).items()}
+        return await chor._endpoint_function(role)(Endpoint(self._ctx, roles, members), *args)
 
     async def _put(self, env: Envelope) -> None:
         ctx = self._ctx

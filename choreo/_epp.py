@@ -34,6 +34,17 @@ Knowledge of choice (``if``/``while`` on a condition held by the *deciders* D):
    selection travels on the same FIFO channel as the selector's data messages
    and must be read before them.
 
+Groups (``g: Roles``) are projected once, onto an endpoint parameterised by
+the running member's identity (``ep.me``). A statement that names one member
+or a slice (``with g[0]:``, ``m.send(...)``, ``to=g[1:]``) is guarded at run
+time (``if ep.me == m:`` / ``if ep.me in g[1:]:``); a whole-group statement
+runs at every member unguarded. A gather (a group sends) receives one value
+per member (``ep.gather``, with its quorum); a scatter sends each member its
+own part. A condition decided by a group (every member holds the same value)
+is evaluated by every member; roles outside the group that need to know are
+told by its first member. Sub-choreography calls that take groups run at the
+members passed in only.
+
 Identical means equal endpoint IR: same code text, same peers and labels (a
 label is the ``file:line`` of the global statement), compared structurally.
 """
@@ -51,13 +62,17 @@ from choreo._ir import (
     ChoreographyIR,
     Expr,
     For,
+    GLocal,
+    GSend,
     If,
     Local,
     Replicated,
     Return,
+    RoleRef,
     Send,
     Stmt,
     While,
+    facet,
 )
 from choreo._source import Span
 
@@ -65,8 +80,12 @@ __all__ = [
     "EAssign",
     "ECall",
     "EFor",
+    "EGRecv",
+    "EGSend",
+    "EGuard",
     "EIf",
     "ELocal",
+    "EMe",
     "EOffer",
     "EOfferWhile",
     "ERecv",
@@ -128,24 +147,64 @@ class ERecv:
 
 
 @dataclass(frozen=True, slots=True)
+class EGSend:
+    """Send (or scatter) ``expr`` to role expressions (roles, groups, members)."""
+
+    to: tuple[RoleRef, ...]
+    expr: Expr
+    label: str
+    scatter: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EGRecv:
+    """``target = recv(frm)`` from one role or member, or a gather from a group."""
+
+    target: str | None
+    frm: RoleRef
+    label: str
+    quorum: Expr | None
+
+
+@dataclass(frozen=True, slots=True)
+class EGuard:
+    """Run ``body`` only at the member(s) ``where`` names."""
+
+    where: RoleRef
+    body: tuple[EStmt, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EMe:
+    """``name = <this member's name>`` (``with g as name:``)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class EIf:
-    """A decider's ``if``; when ``select_to`` is non-empty it also tells those roles."""
+    """A decider's ``if``; when ``select_to`` is non-empty it also tells those roles.
+
+    ``by``: the group whose first member sends the selections (None: this role).
+    """
 
     cond: Expr
     then: tuple[EStmt, ...]
     orelse: tuple[EStmt, ...]
     select_to: tuple[str, ...]
     label: str
+    by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class EOffer:
-    """Wait for ``frm``'s selection, then run ``then`` or ``orelse``."""
+    """Wait for ``frm``'s selection (the first member of group ``frm`` if ``frm_group``)."""
 
     frm: str
     label: str
     then: tuple[EStmt, ...]
     orelse: tuple[EStmt, ...]
+    frm_group: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +215,7 @@ class EWhile:
     body: tuple[EStmt, ...]
     select_to: tuple[str, ...]
     label: str
+    by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +225,7 @@ class EOfferWhile:
     frm: str
     label: str
     body: tuple[EStmt, ...]
+    frm_group: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +247,8 @@ class ECall:
     mapping: tuple[tuple[str, str], ...]
     args: tuple[Expr, ...]
     label: str
+    #: calls that take groups or members: callee role/group -> our role expression
+    refs: tuple[tuple[str, RoleRef], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,9 +271,13 @@ EStmt: TypeAlias = (
     | EFor
     | ECall
     | EReturn
+    | EGSend
+    | EGRecv
+    | EGuard
+    | EMe
 )
 
-_SILENT = (ELocal, EReplicated, EAssign)
+_SILENT = (ELocal, EReplicated, EAssign, EMe)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +290,8 @@ class EndpointIR:
     params: tuple[str, ...]
     body: tuple[EStmt, ...]
     active: bool  # whether the role communicates or runs local code at all
+    groups: tuple[str, ...] = ()  # the choreography's group parameters
+    is_group: bool = False  # whether ``role`` is a group (the endpoint runs at each member)
 
 
 CalleeActive = Callable[[str, str], bool]
@@ -232,12 +301,23 @@ class _Projector:
     def __init__(self, ir: ChoreographyIR, callee_active: CalleeActive | None = None) -> None:
         self.ir = ir
         self.callee_active = callee_active
-        self.roles = ir.roles
-        self.rank = {r: i for i, r in enumerate(ir.roles)}
+        self.roles = ir.parties
+        self.groups = frozenset(ir.groups)
+        self.rank = {r: i for i, r in enumerate(ir.parties)}
         self.memo: dict[tuple[int, str], tuple[EStmt, ...]] = {}
 
     def selector(self, deciders: frozenset[str]) -> str:
         return min(deciders, key=self.rank.__getitem__)
+
+    def by(self, deciders: frozenset[str], r: str) -> str | None:
+        """The group whose first member selects, when ``r`` is that group."""
+        return r if r in self.groups and r == self.selector(deciders) else None
+
+    @staticmethod
+    def guard(ref: RoleRef, items: list[EStmt]) -> list[EStmt]:
+        if ref.kind in ("role", "group") or not items:
+            return items
+        return [EGuard(ref, tuple(items))]
 
     def block(self, stmts: tuple[Stmt, ...], r: str) -> tuple[EStmt, ...]:
         key = (id(stmts), r)
@@ -260,6 +340,18 @@ class _Projector:
                     ELocal(code, (node,), reads, s.span)
                     for code, node in zip(s.codes, s.body, strict=True)
                 ]
+            case GLocal(where=ref):
+                if ref.base != r:
+                    return []
+                reads = frozenset(u.name for u in s.reads)
+                items: list[EStmt] = [EMe(s.member)] if s.member else []
+                items += [
+                    ELocal(code, (node,), reads, s.span)
+                    for code, node in zip(s.codes, s.body, strict=True)
+                ]
+                return self.guard(ref, items)
+            case GSend():
+                return self.gsend(s, r)
             case Replicated():
                 return [EReplicated(s.code, s.stmt, frozenset(u.name for u in s.reads), s.binds)]
             case Send():
@@ -271,6 +363,23 @@ class _Projector:
             case For():
                 body = self.block(s.body, r)
                 return [EFor(s.target, s.iter, body)] if body else []
+            case Call() if any(ref.kind != "role" for _, ref in s.refs):
+                out: list[EStmt] = []
+                for callee_role, ref in s.refs:
+                    if ref.base != r:
+                        continue
+                    holds = s.result is None or r in s.result or facet(r) in s.result
+                    target = s.target if holds else None
+                    if (
+                        target is None
+                        and self.callee_active is not None
+                        and not self.callee_active(s.callee_name, callee_role)
+                    ):
+                        continue
+                    args = tuple(e for at, e in s.inputs if at == callee_role)
+                    call = ECall(target, s.callee, callee_role, (), args, s.span.ref(), refs=s.refs)
+                    out += self.guard(ref, [call])
+                return out
             case Call():
                 ours = dict((caller, callee) for callee, caller in s.roles)
                 if r not in ours:
@@ -286,7 +395,9 @@ class _Projector:
                 args = tuple(e for at, e in s.inputs if at == role)
                 return [ECall(target, s.callee, role, s.roles, args, s.span.ref())]
             case Return():
-                keep = s.value is not None and (s.location is None or r in s.location)
+                keep = s.value is not None and (
+                    s.location is None or r in s.location or facet(r) in s.location
+                )
                 if keep and s.value is not None and s.value.code.strip() == "None":
                     keep = False  # `return None` and a result located elsewhere behave alike
                 return [EReturn(s.value if keep else None)]
@@ -309,6 +420,16 @@ class _Projector:
             return [ERecv(s.target, s.sender, label)]
         return []
 
+    def gsend(self, s: GSend, r: str) -> list[EStmt]:
+        label = s.span.ref()
+        out: list[EStmt] = []
+        if s.sender.base == r:
+            out += self.guard(s.sender, [EGSend(s.receivers, s.expr, label, s.scatter)])
+        for rcv in s.receivers:
+            if rcv.base == r:  # the front end allows one expression per role or group
+                out += self.guard(rcv, [EGRecv(s.target, s.sender, label, s.quorum)])
+        return out
+
     def if_(self, s: If, r: str) -> list[EStmt]:
         then = self.block(s.then, r)
         orelse = self.block(s.orelse, r)
@@ -324,7 +445,8 @@ class _Projector:
                 )
             if not to and then == orelse:
                 return list(then)
-            return [EIf(s.cond, then, orelse, to, label)]
+            by = self.by(deciders, r) if to and deciders is not None else None
+            return [EIf(s.cond, then, orelse, to, label, by)]
         if then == orelse:
             return list(then)
         k = 0
@@ -334,7 +456,8 @@ class _Projector:
             and isinstance(then[k], _SILENT)
         ):
             k += 1
-        return [*then[:k], EOffer(self.selector(deciders), label, then[k:], orelse[k:])]
+        sel = self.selector(deciders)
+        return [*then[:k], EOffer(sel, label, then[k:], orelse[k:], sel in self.groups)]
 
     def while_(self, s: While, r: str) -> list[EStmt]:
         body = self.block(s.body, r)
@@ -348,10 +471,11 @@ class _Projector:
                 to = tuple(q for q in self.roles if q not in deciders and self.block(s.body, q))
             if not body and not to:
                 return []
-            return [EWhile(s.cond, body, to, label)]
+            return [EWhile(s.cond, body, to, label, self.by(deciders, r) if to else None)]
         if not body:
             return []
-        return [EOfferWhile(self.selector(deciders), label, body)]
+        sel = self.selector(deciders)
+        return [EOfferWhile(sel, label, body, sel in self.groups)]
 
 
 # -- pruning of replicated statements -----------------------------------------
@@ -386,7 +510,14 @@ def _reads(items: tuple[EStmt, ...], out: set[str]) -> None:
             case EReturn():
                 if s.value is not None:
                     out.update(u.name for u in s.value.reads)
-            case ERecv():
+            case EGSend():
+                out.update(u.name for u in s.expr.reads)
+            case EGRecv():
+                if s.quorum is not None:
+                    out.update(u.name for u in s.quorum.reads)
+            case EGuard():
+                _reads(s.body, out)
+            case ERecv() | EMe():
                 pass
 
 
@@ -413,8 +544,31 @@ def _prune(items: tuple[EStmt, ...], live: set[str]) -> tuple[EStmt, ...]:
                 b = _prune(s.body, live)
                 if b:
                     out.append(replace(s, body=b))
+            case EGuard():
+                b = _prune(s.body, live)
+                if b:
+                    out.append(replace(s, body=b))
             case _:
                 out.append(s)
+    return tuple(out)
+
+
+def _merge_guards(items: tuple[EStmt, ...]) -> tuple[EStmt, ...]:
+    """Adjacent statements guarded by the same member test become one guarded block."""
+    out: list[EStmt] = []
+    for s in items:
+        match s:
+            case EGuard():
+                s = replace(s, body=_merge_guards(s.body))
+                prev = out[-1] if out else None
+                if isinstance(prev, EGuard) and prev.where == s.where:
+                    out[-1] = replace(prev, body=prev.body + s.body)
+                    continue
+            case EIf() | EOffer():
+                s = replace(s, then=_merge_guards(s.then), orelse=_merge_guards(s.orelse))
+            case EWhile() | EOfferWhile() | EFor():
+                s = replace(s, body=_merge_guards(s.body))
+        out.append(s)
     return tuple(out)
 
 
@@ -423,9 +577,11 @@ def _active(items: tuple[EStmt, ...]) -> bool:
         match s:
             case EReplicated() | EReturn() | EAssign():
                 continue
-            case EFor():
+            case EFor() | EGuard():
                 if _active(s.body):
                     return True
+            case EMe():
+                continue
             case EIf() if not s.select_to:
                 if _active(s.then) or _active(s.orelse):
                     return True
@@ -449,7 +605,8 @@ def project(ir: ChoreographyIR, callee_active: CalleeActive | None = None) -> di
     """
     p = _Projector(ir, callee_active)
     out: dict[str, EndpointIR] = {}
-    for r in ir.roles:
+    groups = ir.groups
+    for r in ir.parties:
         body = p.block(ir.body, r)
         while True:
             live: set[str] = set()
@@ -458,5 +615,9 @@ def project(ir: ChoreographyIR, callee_active: CalleeActive | None = None) -> di
             if pruned == body:
                 break
             body = pruned
-        out[r] = EndpointIR(ir.name, r, ir.file, ir.inputs_at(r), body, _active(body))
+        if r in groups:
+            body = _merge_guards(body)
+        out[r] = EndpointIR(
+            ir.name, r, ir.file, ir.inputs_at(r), body, _active(body), groups, r in groups
+        )
     return out

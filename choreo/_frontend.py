@@ -26,6 +26,8 @@ from choreo._ir import (
     ChoreographyIR,
     Expr,
     For,
+    GLocal,
+    GSend,
     If,
     Local,
     NameUse,
@@ -33,6 +35,7 @@ from choreo._ir import (
     Poison,
     Replicated,
     Return,
+    RoleRef,
     Send,
     Stmt,
     While,
@@ -135,9 +138,106 @@ class _State:
     diags: list[Diagnostic] = field(default_factory=list)
     loop_depth: int = 0
     is_choreography: Callable[[str], bool] | None = None
+    groups: frozenset[str] = frozenset()
+    #: ``for`` variables ranging over a group, in scope: name -> group
+    members: dict[str, str] = field(default_factory=dict)
 
     def error(self, node: cst.CSTNode, message: str, hint: str | None = None) -> None:
         self.diags.append(Diagnostic(self.pm.span(node), message, hint))
+
+    def is_party(self, name: str) -> bool:
+        """A name that denotes a role, a group, or a member of a group."""
+        return name in self.roles or name in self.groups or name in self.members
+
+
+_ROLE_EXPR_HINT = (
+    "a role expression is a role, a group `g`, a member `g[0]`/`g[-1]`, a slice `g[1:]`, or a "
+    "`for` variable over a group"
+)
+
+
+def _literal_int(node: cst.BaseExpression | None) -> bool:
+    if node is None:
+        return True
+    if isinstance(node, cst.Integer):
+        return True
+    return (
+        isinstance(node, cst.UnaryOperation)
+        and isinstance(node.operator, cst.Minus)
+        and isinstance(node.expression, cst.Integer)
+    )
+
+
+def _role_ref(st: _State, node: cst.BaseExpression, report: bool = True) -> RoleRef | None:
+    """The role expression ``node``, or None (reported when ``report``)."""
+    pm = st.pm
+    if isinstance(node, cst.Name):
+        name = node.value
+        kind = (
+            "role"
+            if name in st.roles
+            else "group"
+            if name in st.groups
+            else "member"
+            if name in st.members
+            else None
+        )
+        if kind is not None:
+            base = st.members.get(name, name)
+            return RoleRef(name, node, base, kind, pm.span(node))
+        if report:
+            st.error(
+                node,
+                f"`{name}` is not a role parameter of this choreography",
+                f"add `{name}: Role` to the parameters",
+            )
+        return None
+    if (
+        isinstance(node, cst.Subscript)
+        and isinstance(node.value, cst.Name)
+        and node.value.value in st.groups
+        and len(node.slice) == 1
+    ):
+        sl = node.slice[0].slice
+        base = node.value.value
+        if isinstance(sl, cst.Index) and _literal_int(sl.value):
+            return RoleRef(pm.code(node), node, base, "member", pm.span(node))
+        if (
+            isinstance(sl, cst.Slice)
+            and _literal_int(sl.lower)
+            and _literal_int(sl.upper)
+            and sl.step is None
+        ):
+            return RoleRef(pm.code(node), node, base, "slice", pm.span(node))
+    if report:
+        st.error(node, "this is not a role expression the checker can decide", _ROLE_EXPR_HINT)
+    return None
+
+
+def _group_loop(st: _State, target: cst.BaseExpression, it: cst.BaseExpression) -> dict[str, str]:
+    """``for m in g`` / ``for a, b in zip(g, g[1:])``: loop variables that are members."""
+
+    def group_of(node: cst.BaseExpression) -> str | None:
+        ref = _role_ref(st, node, report=False)
+        return ref.base if ref is not None and ref.kind in ("group", "slice") else None
+
+    if isinstance(target, cst.Name):
+        g = group_of(it)
+        return {target.value: g} if g is not None else {}
+    if (
+        isinstance(target, cst.Tuple)
+        and isinstance(it, cst.Call)
+        and m.matches(it.func, m.Name("zip"))
+        and len(it.args) == len(target.elements)
+    ):
+        out: dict[str, str] = {}
+        for el, arg in zip(target.elements, it.args, strict=True):
+            g = group_of(arg.value)
+            if g is None or not isinstance(el.value, cst.Name):
+                return {}
+            out[el.value.value] = g
+        return out
+    return {}
 
 
 def _annotation_kind(ann: cst.BaseExpression) -> tuple[str, str | None] | None:
@@ -192,7 +292,7 @@ def parse_function(
         q.name.value
         for q in all_params
         if q.annotation is not None
-        and (_annotation_kind(q.annotation.annotation) or ("",))[0] == "role"
+        and (_annotation_kind(q.annotation.annotation) or ("",))[0] in ("role", "group")
     }
     for q in all_params:
         pspan = pm.span(q)
@@ -210,14 +310,6 @@ def parse_function(
                 q.annotation,
                 f"parameter `{q.name.value}` is neither a role nor a located input",
                 'use `Role`, or `At[T, "role"]` for an input held by one role',
-            )
-            rejected.append(q.name.value)
-            continue
-        if kind[0] == "group":
-            st.error(
-                q.annotation,
-                "groups of roles (`Roles`) are not supported yet",
-                "declare each member as its own `Role` parameter",
             )
             rejected.append(q.name.value)
             continue
@@ -248,13 +340,14 @@ def parse_function(
             )
         params.append(Param(q.name.value, kind[0], kind[1], pspan))
     st.roles = frozenset(x.name for x in params if x.kind == "role")
+    st.groups = frozenset(x.name for x in params if x.kind == "group")
     returns: str | None = None
     declared = False
     if fn.returns is not None:
         declared = m.matches(fn.returns.annotation, m.Name("None"))
         kind = _annotation_kind(fn.returns.annotation)
         if kind is not None and kind[0] == "input":
-            if kind[1] not in st.roles:
+            if kind[1] not in st.roles and kind[1] not in st.groups:
                 st.error(
                     fn.returns,
                     f"the result is declared at `{kind[1]}`, which is not a role parameter",
@@ -356,9 +449,15 @@ def _statement(st: _State, stmt: cst.BaseStatement) -> list[Stmt]:
         if not m.matches(stmt.target, m.Name() | m.Tuple()):
             st.error(stmt.target, "a choreography-level `for` must bind plain names")
         it = _expr(st, stmt.iter)
+        members = _group_loop(st, stmt.target, stmt.iter)
+        saved = dict(st.members)
+        st.members.update(members)
+        for name in targets - set(members):
+            st.members.pop(name, None)  # shadowed by a plain loop variable
         st.loop_depth += 1
         body = _block(st, stmt.body)
         st.loop_depth -= 1
+        st.members = saved
         return [For(target, targets, it, tuple(body), pm.span(stmt))]
     if isinstance(stmt, cst.Try | cst.TryStar):
         st.error(
@@ -389,24 +488,36 @@ def _with(st: _State, stmt: cst.With) -> list[Stmt]:
         return []
     item = stmt.items[0]
     role = item.item
-    if not isinstance(role, cst.Name):
-        st.error(
-            role,
-            "only `with role:` blocks are allowed at choreography level",
-            "put other `with` statements inside a `with role:` block",
-        )
-        return []
-    if role.value not in st.roles:
-        st.error(
-            role,
-            f"`{role.value}` is not a role parameter of this choreography",
-            f"add `{role.value}: Role` to the parameters",
-        )
-        return []
+    ref: RoleRef | None = None
+    if not isinstance(role, cst.Name) or role.value not in st.roles:
+        if not isinstance(role, cst.Name | cst.Subscript):
+            st.error(
+                role,
+                "only `with role:` blocks are allowed at choreography level",
+                "put other `with` statements inside a `with role:` block",
+            )
+            return []
+        ref = _role_ref(st, role)
+        if ref is None:
+            return []
+    assert isinstance(role, cst.Name | cst.Subscript)
+    member: str | None = None
     if item.asname is not None:
-        st.error(
-            item.asname, "`with role as name:` is only for groups of roles (not supported yet)"
-        )
+        if ref is None:
+            st.error(
+                item.asname,
+                "`with role as name:` is only for groups of roles",
+                "write `with g as m:` for a group `g: Roles`",
+            )
+        elif not isinstance(item.asname.name, cst.Name):
+            st.error(item.asname, "`with g as m:` binds one plain name")
+            return []
+        else:
+            member = item.asname.name.value
+            if st.is_party(member):
+                st.error(item.asname, f"`{member}` is already a role or a group")
+                return []
+    where = pm.code(role)
     if isinstance(stmt.body, cst.SimpleStatementSuite):
         body_nodes: tuple[cst.BaseStatement, ...] = (cst.SimpleStatementLine(stmt.body.body),)
         snippets = [(pm.code(stmt.body).strip(), pm.span(stmt.body).line, pm.span(stmt.body).col)]
@@ -415,14 +526,14 @@ def _with(st: _State, stmt: cst.With) -> list[Stmt]:
         body_nodes = tuple(stmt.body.body)
         snippets = [(pm.code(s), pm.span(s).line, pm.span(s).col) for s in body_nodes]
     for s in body_nodes:
-        if isinstance(s, cst.With) and len(s.items) == 1 and m.matches(s.items[0].item, m.Name()):
-            name = s.items[0].item
-            assert isinstance(name, cst.Name)
-            if name.value in st.roles:
+        if isinstance(s, cst.With) and len(s.items) == 1:
+            inner = s.items[0].item
+            if _role_ref(st, inner, report=False) is not None:
                 st.error(
                     s,
-                    f"`with {name.value}:` inside `with {role.value}:`: a block runs at one role",
-                    f"close the `with {role.value}:` block first",
+                    f"`with {pm.code(inner)}:` inside `with {where}:`: a block runs at one role "
+                    "(or at each member of one group)",
+                    f"close the `with {where}:` block first",
                 )
                 return []
     try:
@@ -434,17 +545,33 @@ def _with(st: _State, stmt: cst.With) -> list[Stmt]:
         st.error(stmt, f"cannot analyse this block: {exc.msg}")
         return []
     for use in names.reads:
-        if use.name in st.roles and use.attr in ("send", "scatter"):
+        if st.is_party(use.name) and use.attr in ("send", "scatter"):
             st.diags.append(
                 Diagnostic(
                     use.span,
-                    f"`{use.name}.{use.attr}` inside `with {role.value}:`: communication happens "
+                    f"`{use.name}.{use.attr}` inside `with {where}:`: communication happens "
                     "at choreography level",
                     f"move it out of the `with` block: `x = {use.name}.send(e, to=...)`",
                 )
             )
             return []
     codes = tuple(s for s, _, _ in snippets)
+    if ref is not None:
+        reads = tuple(u for u in names.reads if u.name != member)
+        return [
+            GLocal(
+                ref,
+                member,
+                body_nodes,
+                "".join(codes),
+                codes,
+                reads,
+                frozenset(names.binds) - ({member} if member else set()),
+                pm.span(stmt),
+                tuple(NameUse(n, sp) for n, sp in names.binds.items() if n != member),
+            )
+        ]
+    assert isinstance(role, cst.Name)
     return [
         Local(
             role.value,
@@ -471,15 +598,12 @@ def _if(st: _State, stmt: cst.If) -> If:
     return If(cond, tuple(then), tuple(orelse), st.pm.span(stmt))
 
 
-def _send_call(st: _State, call: cst.BaseExpression) -> tuple[str, str] | None:
-    """``(role, method)`` if ``call`` is ``role.send(...)``/``role.scatter(...)``."""
-    if (
-        isinstance(call, cst.Call)
-        and isinstance(call.func, cst.Attribute)
-        and isinstance(call.func.value, cst.Name)
-        and call.func.value.value in st.roles
-    ):
-        return call.func.value.value, call.func.attr.value
+def _send_call(st: _State, call: cst.BaseExpression) -> tuple[RoleRef, str] | None:
+    """``(sender, method)`` if ``call`` is ``sender.send(...)``/``sender.scatter(...)``."""
+    if isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute):
+        ref = _role_ref(st, call.func.value, report=False)
+        if ref is not None:
+            return ref, call.func.attr.value
     return None
 
 
@@ -547,7 +671,7 @@ def _small(st: _State, small: cst.BaseSmallStatement) -> list[Stmt]:
         st.diags.append(Diagnostic(exc.span, exc.message))
         return []
     for use in names.reads:
-        if use.name in st.roles and use.attr in ("send", "scatter"):
+        if st.is_party(use.name) and use.attr in ("send", "scatter"):
             st.diags.append(
                 Diagnostic(
                     use.span,
@@ -579,7 +703,7 @@ _REJECTED: dict[type[cst.CSTNode], tuple[str, str | None]] = {
 
 def _is_choreo_call(st: _State, call: cst.Call) -> bool:
     """A sub-choreography call: the callee is a ``@choreography``, or a role is passed."""
-    if any(isinstance(a.value, cst.Name) and a.value.value in st.roles for a in call.args):
+    if any(_role_ref(st, a.value, report=False) is not None for a in call.args):
         return True
     if st.is_choreography is not None and m.matches(call.func, m.Name() | m.Attribute()):
         return st.is_choreography(st.pm.code(call.func))
@@ -590,73 +714,101 @@ def _send(
     st: _State,
     small: cst.BaseSmallStatement,
     call: cst.BaseExpression,
-    sent: tuple[str, str],
+    sent: tuple[RoleRef, str],
     target: str | None,
 ) -> list[Stmt]:
     pm = st.pm
     assert isinstance(call, cst.Call)
-    sender, method = sent
-    if method == "scatter":
-        st.error(call.func, "`scatter` needs groups of roles, which are not supported yet")
-        return []
-    if method != "send":
+    ref, method = sent
+    sender = ref.code
+    if method not in ("send", "scatter"):
         st.error(call.func, f"roles have no method `{method}`", "use `role.send(value, to=other)`")
         return []
     positional = [a for a in call.args if a.keyword is None]
     to_args = [a for a in call.args if a.keyword is not None and a.keyword.value == "to"]
-    others = [a for a in call.args if a.keyword is not None and a.keyword.value != "to"]
+    quorum_args = [a for a in call.args if a.keyword is not None and a.keyword.value == "quorum"]
+    others = [
+        a for a in call.args if a.keyword is not None and a.keyword.value not in ("to", "quorum")
+    ]
     ok = True
     if len(positional) != 1 or positional[0].star:
         st.error(
             call,
             "`send` takes exactly one value to send",
-            f"write `{sender}.send(value, to=receiver)`",
+            f"write `{sender}.{method}(value, to=receiver)`",
         )
         ok = False
     if len(to_args) != 1:
         st.error(
-            call, "`send` needs its receiver as `to=`", f"write `{sender}.send(value, to=receiver)`"
+            call,
+            f"`{method}` needs its receiver as `to=`",
+            f"write `{sender}.{method}(value, to=receiver)`",
         )
         ok = False
     for a in others:
         assert a.keyword is not None
-        st.error(a, f"`send` has no parameter `{a.keyword.value}`")
+        st.error(a, f"`{method}` has no parameter `{a.keyword.value}`")
         ok = False
+    quorum: Expr | None = None
+    if quorum_args:
+        if ref.single:
+            st.error(
+                quorum_args[0],
+                "`quorum=` only applies when a group sends (a gather)",
+                f"`{sender}` is one role; remove `quorum=`",
+            )
+            ok = False
+        else:
+            quorum = _expr(st, quorum_args[0].value)
     if not ok:
         return []
     receivers = _role_list(st, to_args[0].value)
     if receivers is None:
         return []
     expr = _expr(st, positional[0].value)
-    return [Send(target, sender, expr, receivers, pm.span(small))]
+    if method == "scatter":
+        bad = [r for r in receivers if r.single]
+        if bad or len(receivers) != 1:
+            st.error(
+                to_args[0].value,
+                "`scatter` gives each member of a group its own part: `to=` must be one group",
+                f"write `{sender}.scatter({{member: part, ...}}, to=group)`, or use `send`",
+            )
+            return []
+    if ref.kind == "role" and method == "send" and all(r.kind == "role" for r in receivers):
+        return [Send(target, sender, expr, tuple(r.code for r in receivers), pm.span(small))]
+    return [GSend(target, ref, expr, receivers, method == "scatter", quorum, pm.span(small))]
 
 
-def _role_list(st: _State, node: cst.BaseExpression) -> tuple[str, ...] | None:
+def _role_list(st: _State, node: cst.BaseExpression) -> tuple[RoleRef, ...] | None:
     items: list[cst.BaseExpression]
     if isinstance(node, cst.List | cst.Tuple):
         items = [e.value for e in node.elements]
     else:
         items = [node]
-    out: list[str] = []
+    out: list[RoleRef] = []
     for item in items:
-        if not isinstance(item, cst.Name):
+        if not isinstance(item, cst.Name | cst.Subscript):
             st.error(
                 item,
                 "`to=` must name a role or a list of roles",
-                "write `to=bob` or `to=[bob, carol]`",
+                "write `to=bob` or `to=[bob, carol]` (" + _ROLE_EXPR_HINT + ")",
             )
             return None
-        if item.value not in st.roles:
+        ref = _role_ref(st, item)
+        if ref is None:
+            return None
+        if any(r.code == ref.code for r in out):
+            st.error(item, f"`{ref.code}` is listed twice in `to=`")
+            return None
+        if ref.kind != "role" and any(r.base == ref.base for r in out):
             st.error(
                 item,
-                f"`{item.value}` is not a role parameter of this choreography",
-                f"add `{item.value}: Role` to the parameters",
+                f"`to=` names members of group `{ref.base}` twice",
+                "name the group (or one slice of it) once",
             )
             return None
-        if item.value in out:
-            st.error(item, f"`{item.value}` is listed twice in `to=`")
-            return None
-        out.append(item.value)
+        out.append(ref)
     if not out:
         st.error(node, "`to=` names no role")
         return None
@@ -671,14 +823,22 @@ def _call(
         st.error(call.func, "roles can only be passed to a `@choreography` function called by name")
         return []
     args: list[tuple[str, Expr]] = []
+    refs: list[RoleRef | None] = []
     for a in call.args:
         if a.star:
             st.error(a, "`*`/`**` arguments are not supported in a sub-choreography call")
             return []
         key = a.keyword.value if a.keyword is not None else ""
-        args.append((key, _expr(st, a.value)))
+        ref = _role_ref(st, a.value, report=False)
+        refs.append(ref)
+        if ref is not None:  # a role expression: not a value read
+            args.append((key, Expr(ref.code, a.value, (), ref.span)))
+        else:
+            args.append((key, _expr(st, a.value)))
     callee = _expr(st, call.func)
-    return [Call(target, callee, callee.code, (), tuple(args), pm.span(small))]
+    return [
+        Call(target, callee, callee.code, (), tuple(args), pm.span(small), arg_refs=tuple(refs))
+    ]
 
 
 def _expr(st: _State, node: cst.BaseExpression) -> Expr:
@@ -703,7 +863,7 @@ def _expr(st: _State, node: cst.BaseExpression) -> Expr:
         )
     flagged = False
     for use in reads:
-        if use.name in st.roles and use.attr in ("send", "scatter"):
+        if st.is_party(use.name) and use.attr in ("send", "scatter"):
             flagged = True
             st.diags.append(
                 Diagnostic(
@@ -713,7 +873,7 @@ def _expr(st: _State, node: cst.BaseExpression) -> Expr:
                 )
             )
     if flagged:  # the roles in that misplaced send are not "roles used as values" too
-        reads = [u for u in reads if u.name not in st.roles]
+        reads = [u for u in reads if not st.is_party(u.name)]
     return Expr(code, node, tuple(reads), span)
 
 

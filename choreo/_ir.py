@@ -10,6 +10,12 @@ A location (``Loc``) is ``None`` for a value every role knows (replicated:
 literals, module globals, loop indices, plain statements on such values) or
 the frozenset of roles that hold the value (several after a multicast; empty
 when no single role holds it any more).
+
+Groups of roles (``g: Roles``) add two kinds of element to a location: ``"g"``
+(every member of ``g`` holds the *same* value, e.g. after a multicast to the
+group) and ``"g*"`` (each member holds its own value, a *facet*: bound inside
+``with g as m:``, received by a scatter, or held by some members only). The
+faceted element is the weaker: the meet of ``"g"`` and ``"g*"`` is ``"g*"``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ __all__ = [
     "ChoreographyIR",
     "Expr",
     "For",
+    "GLocal",
+    "GSend",
     "If",
     "Loc",
     "Local",
@@ -34,23 +42,41 @@ __all__ = [
     "Poison",
     "Replicated",
     "Return",
+    "RoleRef",
     "Send",
     "Signature",
     "Stmt",
     "While",
+    "facet",
     "meet",
 ]
 
 Loc: TypeAlias = frozenset[str] | None
 
 
+def facet(group: str) -> str:
+    """The location element "each member of ``group`` holds its own value"."""
+    return group + "*"
+
+
 def meet(a: Loc, b: Loc) -> Loc:
-    """Where a value is known after two paths: everywhere meets anything."""
+    """Where a value is known after two paths: everywhere meets anything.
+
+    A group held uniformly on one path and faceted (or uniformly) on the
+    other is faceted after both.
+    """
     if a is None:
         return b
     if b is None:
         return a
-    return a & b
+    out = set(a & b)
+    for t in a | b:
+        if t.endswith("*"):
+            base = t[:-1]
+            if (base in a or t in a) and (base in b or t in b):
+                out.add(t)
+                out.discard(base)
+    return frozenset(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +99,34 @@ class Expr:
 
 
 @dataclass(frozen=True, slots=True)
+class RoleRef:
+    """A role expression: where a statement runs or whom a message is for.
+
+    The subset of Python the checker decides (``kind``): a role parameter
+    (``alice``), a group parameter (``g``), a slice of a group with literal
+    bounds (``g[1:]``, ``g[:-1]``), one member by literal index (``g[0]``,
+    ``g[-1]``), or a ``for`` variable ranging over a group (``for m in g:``,
+    ``for a, b in zip(g, g[1:]):``). ``base`` is the role or group parameter.
+    """
+
+    code: str
+    node: cst.BaseExpression = field(compare=False, repr=False)
+    base: str
+    kind: str  # "role" | "group" | "slice" | "member"
+    span: Span = field(compare=False)
+
+    @property
+    def single(self) -> bool:
+        """Whether it names exactly one role (a role parameter or one member)."""
+        return self.kind in ("role", "member")
+
+
+@dataclass(frozen=True, slots=True)
 class Param:
-    """A parameter: a role (``kind='role'``) or an input located at ``location``."""
+    """A parameter: a role, a group (``kind='group'``) or an input located at ``location``."""
 
     name: str
-    kind: str  # "role" | "input"
+    kind: str  # "role" | "group" | "input"
     location: str | None
     span: Span = field(compare=False)
 
@@ -106,6 +155,42 @@ class Send:
     sender: str
     expr: Expr
     receivers: tuple[str, ...]
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class GLocal:
+    """``with g as m:`` (every member of a group or slice) or ``with g[0]:``/``with m:``.
+
+    Names bound are faceted: each member that runs the block has its own.
+    """
+
+    where: RoleRef
+    member: str | None  # the name bound to the running member's identity (``as m``)
+    body: tuple[cst.BaseStatement, ...] = field(compare=False, repr=False)
+    code: str
+    codes: tuple[str, ...]
+    reads: tuple[NameUse, ...] = field(compare=False)
+    binds: frozenset[str]
+    span: Span = field(compare=False)
+    bind_uses: tuple[NameUse, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class GSend:
+    """A communication involving a group: multicast, gather, scatter, shuffle.
+
+    ``target = sender.send(expr, to=receivers, quorum=q)`` or ``.scatter(...)``.
+    A group sender gathers: each receiver gets ``{member: value}``.
+    ``quorum`` is None (everyone), ``"majority"``, or an expression.
+    """
+
+    target: str | None
+    sender: RoleRef
+    expr: Expr
+    receivers: tuple[RoleRef, ...]
+    scatter: bool
+    quorum: Expr | None
     span: Span = field(compare=False)
 
 
@@ -171,6 +256,10 @@ class Call:
     span: Span = field(compare=False)
     inputs: tuple[tuple[str, Expr], ...] = ()
     result: Loc = frozenset()
+    #: the role expression of each argument written as one (aligned with ``args``)
+    arg_refs: tuple[RoleRef | None, ...] = ()
+    #: filled by the checker: callee role or group parameter -> the caller's role expression
+    refs: tuple[tuple[str, RoleRef], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +279,9 @@ class Poison:
     span: Span = field(compare=False)
 
 
-Stmt: TypeAlias = Local | Send | Replicated | If | While | For | Call | Return | Poison
+Stmt: TypeAlias = (
+    Local | GLocal | Send | GSend | Replicated | If | While | For | Call | Return | Poison
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +305,16 @@ class ChoreographyIR:
     def roles(self) -> tuple[str, ...]:
         """Role parameter names, in order."""
         return tuple(p.name for p in self.params if p.kind == "role")
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """Group parameter names, in order."""
+        return tuple(p.name for p in self.params if p.kind == "group")
+
+    @property
+    def parties(self) -> tuple[str, ...]:
+        """Roles then groups: every endpoint the choreography is projected onto."""
+        return self.roles + self.groups
 
     def inputs_at(self, role: str) -> tuple[str, ...]:
         """Input parameter names located at ``role``, in order."""

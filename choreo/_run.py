@@ -9,8 +9,10 @@ deadlines; the error that caused the failure is raised, not the echoes.
 from __future__ import annotations
 
 import asyncio
+import copy
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from choreo._dsl import Choreography
@@ -20,32 +22,112 @@ from choreo._errors import ChoreoError, PeerFailedError, RoleFailedError, UsageE
 from choreo._trace import Tracer
 from choreo._transport import LocalNetwork
 
-__all__ = ["DEFAULT_TIMEOUT", "play_role", "run", "run_async", "split_inputs"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Cast",
+    "cast",
+    "members_of",
+    "play_role",
+    "run",
+    "run_async",
+    "split_inputs",
+]
 
 #: seconds a receive waits before failing, unless a run says otherwise
 DEFAULT_TIMEOUT = 10.0
 
 
-def split_inputs(
-    chor: Choreography, inputs: dict[str, Any]
-) -> tuple[dict[str, str], dict[str, tuple[Any, ...]]]:
-    """Role names and each role's positional inputs, from ``run``'s keyword arguments.
+def members_of(chor_name: str, group: str, census: Any) -> tuple[str, ...]:
+    """A group's members from its census: a size (``g.0``, ``g.1``, ...) or a list of names.
 
     Raises:
-        UsageError: an input is missing or unknown.
+        UsageError: the census is neither, is empty, or repeats a name.
+    """
+    if isinstance(census, int) and not isinstance(census, bool):
+        if census < 1:
+            raise UsageError(f"{chor_name}: group {group!r} needs at least one member")
+        return tuple(f"{group}.{i}" for i in range(census))
+    if isinstance(census, list | tuple) and all(isinstance(m, str) and m for m in census):
+        names = tuple(census)
+        if not names:
+            raise UsageError(f"{chor_name}: group {group!r} needs at least one member")
+        if len(set(names)) != len(names):
+            raise UsageError(f"{chor_name}: group {group!r} names a member twice: {names}")
+        return names
+    raise UsageError(
+        f"{chor_name}: the census of group {group!r} must be a size (e.g. {group}=3) or a list "
+        f"of member names, got {census!r}"
+    )
+
+
+@dataclass
+class Cast:
+    """Who plays what in one run: the roles, every group's members, and their inputs.
+
+    Attributes:
+        roles: role parameter -> the name of the role playing it.
+        groups: group parameter -> its members' names.
+        players: ``(party, name)`` for every role and every member, in order
+            (``party`` is the role or group parameter whose endpoint it runs).
+        args: name -> that player's positional inputs.
+    """
+
+    roles: dict[str, str]
+    groups: dict[str, tuple[str, ...]]
+    players: list[tuple[str, str]]
+    args: dict[str, tuple[Any, ...]]
+
+    def names(self, parties: set[str] | None = None) -> list[str]:
+        """Names of the players of ``parties`` (all when None)."""
+        return [n for p, n in self.players if parties is None or p in parties]
+
+
+def cast(chor: Choreography, inputs: dict[str, Any]) -> Cast:
+    """The cast of a run, from ``run``'s keyword arguments (census included).
+
+    An input located at a group is a dict member -> value (its keys exactly the
+    members), or one value every member gets its own copy of.
+
+    Raises:
+        UsageError: an input or a census is missing, unknown or malformed.
     """
     bound = chor.bind_inputs((), inputs)
     roles: dict[str, str] = {}
+    groups: dict[str, tuple[str, ...]] = {}
     for name, kind, _ in chor.params:
         if kind == "role":
             value = bound[name]
             roles[name] = value if isinstance(value, str) else getattr(value, "name", name)
-    if len(set(roles.values())) != len(roles):
-        raise UsageError(f"{chor.name}: two roles were given the same name: {roles}")
+        elif kind == "group":
+            groups[name] = members_of(chor.name, name, bound[name])
+    everyone = list(roles.values()) + [m for ms in groups.values() for m in ms]
+    if len(set(everyone)) != len(everyone):
+        raise UsageError(f"{chor.name}: two roles or members have the same name: {everyone}")
+    players = [(r, n) for r, n in roles.items()] + [(g, m) for g, ms in groups.items() for m in ms]
+    eirs = chor.endpoints()
     args: dict[str, tuple[Any, ...]] = {}
-    for role, eir in chor.endpoints().items():
-        args[role] = tuple(bound[p] for p in eir.params)
-    return roles, args
+    for party, name in players:
+        values = []
+        for p in eirs[party].params:
+            v = bound[p]
+            if party in groups:
+                ms = groups[party]
+                v = v[name] if isinstance(v, dict) and set(v) == set(ms) else copy.deepcopy(v)
+            values.append(v)
+        args[name] = tuple(values)
+    return Cast(roles, groups, players, args)
+
+
+def split_inputs(
+    chor: Choreography, inputs: dict[str, Any]
+) -> tuple[dict[str, str], dict[str, tuple[Any, ...]]]:
+    """Role names and each role's positional inputs (choreographies without groups).
+
+    Raises:
+        UsageError: an input is missing or unknown.
+    """
+    c = cast(chor, inputs)
+    return c.roles, {r: c.args[n] for r, n in c.roles.items()}
 
 
 async def play_role(
@@ -55,28 +137,30 @@ async def play_role(
     roles: Mapping[str, str],
     args: tuple[Any, ...],
     on_error: Callable[[ChoreoError], None] | None = None,
+    groups: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Any:
     """Run ``role``'s endpoint in the session ``ctx``; on failure, tell every peer.
 
     Args:
         chor: the choreography.
-        role: the role parameter to play.
+        role: the role (or group) parameter to play.
         ctx: this role's state in the session.
         roles: role parameters -> the names of the processes playing them.
         args: the role's inputs, in its endpoint's parameter order.
         on_error: called with the error as soon as the role fails, before the
             peers are told (so that it can be reported without delay).
+        groups: group parameters -> their members' names.
 
     Raises:
         ChoreoRuntimeError: the role failed; local code that raised is wrapped
             in ``RoleFailedError`` (the original exception is its cause).
     """
     try:
-        return await chor._endpoint_function(role)(Endpoint(ctx, roles), *args)
+        return await chor._endpoint_function(role)(Endpoint(ctx, roles, groups), *args)
     except ChoreoError as exc:
         error, cause = exc, None
     except Exception as exc:
-        actual = roles[role]
+        actual = ctx.role
         error = RoleFailedError(actual, f"role {actual} raised {type(exc).__name__}: {exc}")
         cause = exc
     if on_error is not None:
@@ -103,10 +187,12 @@ async def run_async(
         tracer: every role's ``Node.tracer``: called as ``tracer(event, envelope)``
             for every envelope sent and received, e.g. a ``TraceRecorder``.
         **inputs: the choreography's inputs by parameter name; a role parameter
-            may be given a name (str) for the role that plays it.
+            may be given a name (str) for the role that plays it; a group
+            parameter its census (a size, or a list of member names).
 
     Returns:
-        ``{role: result}`` for every role (``None`` where the result is not located).
+        ``{role: result}`` for every role and every group member (``None``
+        where the result is not located).
 
     Raises:
         CheckError: the choreography has static errors.
@@ -115,13 +201,14 @@ async def run_async(
     """
     if not isinstance(chor, Choreography):
         raise UsageError(f"choreo.run expects a @choreography function, got {chor!r}")
-    roles, args = split_inputs(chor, inputs)
+    c = cast(chor, inputs)
     active = set(chor.active_roles())
     network = LocalNetwork()
     session = uuid.uuid4().hex
     chash = chor.hash
-    peers = [roles[r] for r in chor.roles if r in active]
-    nodes = {r: Node(roles[r], network.transport(roles[r])) for r in chor.roles}
+    peers = c.names(active)
+    names = c.names()
+    nodes = {n: Node(n, network.transport(n)) for n in names}
     node_tracer = tracer
     if trace is not None:  # one mechanism: the plain callback is a tracer of sends
         sends, full = trace, tracer
@@ -135,24 +222,26 @@ async def run_async(
     for node in nodes.values():
         node.tracer = node_tracer
         await node.start()
-    contexts = {r: nodes[r].open(session, chash, timeout, peers) for r in chor.roles}
+    contexts = {n: nodes[n].open(session, chash, timeout, peers) for n in names}
 
-    names = list(chor.roles)
     try:
         outcomes = await asyncio.gather(
-            *(play_role(chor, r, contexts[r], roles, args[r]) for r in names),
+            *(
+                play_role(chor, party, contexts[n], c.roles, c.args[n], groups=c.groups)
+                for party, n in c.players
+            ),
             return_exceptions=True,
         )
     finally:
-        for r in names:
-            nodes[r].close(session)
+        for n in names:
+            nodes[n].close(session)
         for node in nodes.values():
             await node.aclose()
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     if errors:
         root = [e for e in errors if not isinstance(e, PeerFailedError)]
         raise (root or errors)[0]
-    return {roles[r]: o for r, o in zip(names, outcomes, strict=True)}
+    return dict(zip(names, outcomes, strict=True))
 
 
 def run(

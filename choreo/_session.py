@@ -54,7 +54,7 @@ class SessionCore:
         chash: hash of the choreography source this role runs.
     """
 
-    __slots__ = ("_queues", "chash", "failure", "reject", "role", "session")
+    __slots__ = ("_queues", "_skip", "chash", "failure", "late", "reject", "role", "session")
 
     def __init__(self, session: str, role: str, chash: str) -> None:
         self.session = session
@@ -65,6 +65,10 @@ class SessionCore:
         self.failure: ChoreoRuntimeError | None = None
         #: envelopes whose sender must be told about a version mismatch
         self.reject: list[Envelope] = []
+        #: per sender, labels of replies a quorum gather completed without: dropped on arrival
+        self._skip: dict[str, deque[str]] = {}
+        #: late quorum replies dropped
+        self.late = 0
 
     def deliver(self, env: Envelope) -> None:
         """Accept one envelope addressed to this session and role."""
@@ -93,7 +97,27 @@ class SessionCore:
         queue = self._queues.get(env.sender)
         if queue is None:
             queue = self._queues[env.sender] = deque()
+        skip = self._skip.get(env.sender)
+        if skip and not queue and env.kind == Kind.DATA and env.label == skip[0]:
+            # the reply a completed quorum gather did not wait for: it is the next
+            # envelope from this sender (FIFO), and is never delivered to a later receive
+            skip.popleft()
+            self.late += 1
+            return
         queue.append(env)
+
+    def skip(self, sender: str, label: str) -> None:
+        """Drop (and count) the next envelope from ``sender`` labelled ``label`` when it comes.
+
+        Called when a quorum gather completes without ``sender``'s reply. If the
+        reply is already queued it is dropped now.
+        """
+        queue = self._queues.get(sender)
+        if queue and queue[0].kind == Kind.DATA and queue[0].label == label:
+            queue.popleft()
+            self.late += 1
+            return
+        self._skip.setdefault(sender, deque()).append(label)
 
     def take(self, sender: str, label: str, kind: Kind) -> Envelope | None:
         """The next envelope from ``sender`` if one is there, else ``None``.

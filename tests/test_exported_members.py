@@ -28,6 +28,7 @@ def test_all_is_pinned() -> None:
         "VersionMismatchError",
         "choreography",
         "load_trace",
+        "majority",
         "module_from_source",
         "register",
         "run",

@@ -58,19 +58,6 @@ def hello(alice: Role, x: int) -> None:
 )
 e(
     S,
-    "groups of roles (`Roles`) are not supported yet",
-    "Groups (`Roles`, `with g as m:`, gather, scatter) are designed but not implemented yet.",
-    """
-@choreography
-def fan_out(leader: Role, workers: Roles) -> None:
-    with leader:
-        print("hi")
-""",
-    "Declare each member as its own `Role` parameter.",
-    header="from choreo import Role, Roles, choreography\n\n",
-)
-e(
-    S,
     "input `x` must name the role that holds it",
     "The second argument of `At` is the holder's parameter name, as a string.",
     """
@@ -390,8 +377,8 @@ def hello(alice: Role) -> None:
 )
 e(
     S,
-    "`with role as name:` is only for groups of roles (not supported yet)",
-    "",
+    "`with role as name:` is only for groups of roles",
+    "`as m` names the member running a group's block; a role is just itself.",
     """
 @choreography
 def hello(alice: Role) -> None:
@@ -438,14 +425,14 @@ def pair(alice: Role, bob: Role, p: At[tuple, "alice"]) -> None:
 )
 e(
     S,
-    "`scatter` needs groups of roles, which are not supported yet",
-    "",
+    "`scatter` gives each member of a group its own part: `to=` must be one group",
+    "A scatter sends `value[member]` to each member of a group; to one role it would be a send.",
     """
 @choreography
 def split(alice: Role, bob: Role, xs: At[list, "alice"]) -> None:
     y = alice.scatter(xs, to=bob)
 """,
-    "Use `send`.",
+    "Use `send`, or scatter a dict `{member: part}` to a group.",
 )
 e(
     S,
@@ -492,6 +479,87 @@ def hello(alice: Role, bob: Role, x: At[int, "alice"]) -> None:
     c = alice.send(x, to=[])
 """,
     "Write `to=bob` or `to=[bob, carol]`, each role once.",
+)
+
+S = "Groups"
+GH = "from choreo import At, Role, Roles, choreography, majority\n\n"
+e(
+    S,
+    "this condition reads `x`, a value each member of g holds for itself",
+    "Names bound inside `with g as m:` (and what a scatter delivers) are faceted: one value per "
+    "member. A branch decided on them could go one way at one member and the other way at another.",
+    """
+@choreography
+def poll(leader: Role, workers: Roles) -> None:
+    with workers as w:
+        busy = w.endswith("0")
+    if busy:
+        with leader:
+            print("busy")
+""",
+    "Gather the facets to one role and decide there (`b = workers.send(busy, to=leader)`, then "
+    "`with leader: any_busy = any(b.values())`), or decide inside `with workers as w:`. A value "
+    "multicast to the whole group (`k = leader.send(n, to=workers)`) is the same at every member "
+    "and may decide.",
+    header=GH,
+)
+e(
+    S,
+    "`quorum=` only applies when a group sends (a gather)",
+    "A quorum says how many members' replies to wait for; one role sends one reply.",
+    """
+@choreography
+def ask(leader: Role, workers: Roles, n: At[int, "leader"]) -> None:
+    k = leader.send(n, to=workers, quorum=majority)
+""",
+    "Remove `quorum=`, or put it on the gather: `replies = workers.send(v, to=leader, quorum=majority)`.",
+    header=GH,
+)
+e(
+    S,
+    "this is not a role expression the checker can decide",
+    "Role expressions are a decidable subset of Python: a role, a group `g`, a member `g[0]` or "
+    "`g[-1]` (a literal index), a slice `g[1:]` (literal bounds), or a `for` variable over a group "
+    "(`for m in g:`, `for a, b in zip(g, g[1:]):`).",
+    """
+@choreography
+def pick(leader: Role, workers: Roles, i: At[int, "leader"]) -> None:
+    k = leader.send(i, to=workers[i])
+""",
+    "Loop over the group (`for m in workers:`) and test the index inside a `with` block, or "
+    "scatter a dict with one entry per member.",
+    header=GH,
+)
+e(
+    S,
+    "`to=` names members of group `g` twice",
+    "Each receiver expression must name distinct members: two expressions over one group could "
+    "name the same member twice.",
+    """
+@choreography
+def two(leader: Role, workers: Roles, n: At[int, "leader"]) -> None:
+    k = leader.send(n, to=[workers[0], workers[1]])
+""",
+    "Name a slice once (`to=workers[:2]`).",
+    header=GH,
+)
+e(
+    S,
+    "group parameter `h` of `f` needs a group or a slice of one",
+    "A sub-choreography's group parameter is bound to a group (or a slice of one) of the caller.",
+    """
+@choreography
+def inner(a: Role, hs: Roles) -> None:
+    with hs:
+        print("hi")
+
+
+@choreography
+def outer(leader: Role, workers: Roles) -> None:
+    inner(leader, leader)
+""",
+    "Pass `workers` or a slice such as `workers[1:]`.",
+    header=GH,
 )
 
 S = "Sub-choreography calls"
