@@ -115,9 +115,9 @@ class _Interpreter:
     def stmt(self, s: Stmt) -> None:
         match s:
             case Local():
-                exec(_compiled(s.code, "exec"), self.ns[self.roles[s.role]])
+                exec(_compiled("\n".join(s.codes), "exec"), self.ns[self.roles[s.role]])
             case GLocal():
-                code = _compiled(s.code, "exec")
+                code = _compiled("\n".join(s.codes), "exec")
                 for m in self.names(s.where):
                     ns = self.ns[m]
                     if s.member:

@@ -537,7 +537,15 @@ class _Checker:
         if s.target is not None:
             self.bind(s.target, result, env, s.span)
         plain = tuple((k, r.code) for k, r in refs if r.kind == "role")
-        return replace(s, roles=plain, inputs=tuple(inputs), result=result, refs=tuple(refs))
+        callee_result = None if sig.result is None else frozenset(t.rstrip("*") for t in sig.result)
+        return replace(
+            s,
+            roles=plain,
+            inputs=tuple(inputs),
+            result=result,
+            refs=tuple(refs),
+            callee_result=callee_result,
+        )
 
 
 def _all_binds(stmts: tuple[Stmt, ...]) -> set[str]:

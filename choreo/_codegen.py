@@ -241,10 +241,13 @@ class _Gen:
                 )
                 args = [a.node for a in s.args]
                 call = _await_call(ep, "call", s.callee.node, _str(s.role), mapping, *args)
-                inner = call.expression
-                assert isinstance(inner, cst.Call)
-                g_arg = _kwarg("groups", groups)
-                call = call.with_changes(expression=inner.with_changes(args=[*inner.args, g_arg]))
+                if groups.elements:
+                    inner = call.expression
+                    assert isinstance(inner, cst.Call)
+                    g_arg = _kwarg("groups", groups)
+                    call = call.with_changes(
+                        expression=inner.with_changes(args=[*inner.args, g_arg])
+                    )
                 return [_assign(s.target, call, s.label)]
             case EReturn():
                 value = s.value.node if s.value is not None else cst.Name("None")

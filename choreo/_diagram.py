@@ -36,7 +36,20 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from choreo._dsl import Choreography
-from choreo._ir import Call, For, If, Loc, Local, Replicated, Return, Send, Stmt, While
+from choreo._ir import (
+    Call,
+    For,
+    GLocal,
+    GSend,
+    If,
+    Loc,
+    Local,
+    Replicated,
+    Return,
+    Send,
+    Stmt,
+    While,
+)
 from choreo._trace import TraceRecord, sort_records
 
 __all__ = [
@@ -157,7 +170,8 @@ class _Drawer:
 
     def over(self, roles: Iterable[str]) -> str:
         """``Note over`` target spanning ``roles`` (every role when empty)."""
-        chosen = [r for r in self.roles if r in set(roles)] or list(self.roles)
+        wanted = {r.rstrip("*") for r in roles}
+        chosen = [r for r in self.roles if r in wanted] or list(self.roles)
         first, last = self.ids[chosen[0]], self.ids[chosen[-1]]
         return first if first == last else f"{first},{last}"
 
@@ -167,7 +181,7 @@ class _Drawer:
     def deciders(self, loc: Loc) -> str:
         if not loc:
             return ""
-        return " @ " + ", ".join(r for r in self.roles if r in loc)
+        return " @ " + ", ".join(r for r in self.roles if r in loc or r + "*" in loc)
 
     def block(self, depth: int, body: Sequence[Stmt]) -> None:
         for stmt in body:
@@ -178,10 +192,23 @@ class _Drawer:
             text = mermaid_text(s.expr.code) or "..."
             for receiver in s.receivers:
                 self.emit(depth, f"{self.ids[s.sender]}->>{self.ids[receiver]}: {text}")
-        elif isinstance(s, Local):
+        elif isinstance(s, GSend):
+            verb = "scatter " if s.scatter else ""
+            quorum = f" (quorum={s.quorum.code})" if s.quorum is not None else ""
+            for r in s.receivers:
+                who = ""
+                if s.sender.kind not in ("role", "group") or r.kind not in ("role", "group"):
+                    who = f"{s.sender.code} to {r.code}: "
+                text = mermaid_text(f"{who}{verb}{s.expr.code}{quorum}") or "..."
+                self.emit(depth, f"{self.ids[s.sender.base]}->>{self.ids[r.base]}: {text}")
+        elif isinstance(s, Local | GLocal):
             lines = [ln for c in s.codes for ln in c.strip().splitlines()] or ["pass"]
             more = " ..." if len(lines) > 1 else ""
-            self.note(depth, [s.role], lines[0].strip() + more)
+            where = s.role if isinstance(s, Local) else s.where.base
+            prefix = ""
+            if isinstance(s, GLocal):
+                prefix = f"[{s.where.code}{' as ' + s.member if s.member else ''}] "
+            self.note(depth, [where], prefix + lines[0].strip() + more)
         elif isinstance(s, Replicated):
             self.note(depth, self.roles, s.code.strip())
         elif isinstance(s, If):
@@ -204,7 +231,7 @@ class _Drawer:
             call = f"{s.callee_name}({args})"
             text = f"call {s.target} = {call}" if s.target else f"call {call}"
             self.emit(depth, _CALL_COLOUR)
-            self.note(depth + 1, [ours for _, ours in s.roles], text)
+            self.note(depth + 1, [ref.base for _, ref in s.refs] or [o for _, o in s.roles], text)
             self.emit(depth, "end")
         elif isinstance(s, Return):
             text = f"return {s.value.code}" if s.value is not None else "return"
@@ -225,7 +252,7 @@ def choreography_diagram(chor: Choreography) -> str:
         CheckError: the choreography has static errors.
     """
     ir = chor._check()
-    drawer = _Drawer(ir.roles)
+    drawer = _Drawer(ir.parties)
     drawer.block(1, ir.body)
     return "\n".join(["sequenceDiagram", *_declare(drawer.ids), *drawer.lines]) + "\n"
 

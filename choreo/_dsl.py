@@ -270,8 +270,18 @@ class Choreography:
         return self._parse()[0].roles
 
     @property
+    def groups(self) -> tuple[str, ...]:
+        """The group parameter names, in order."""
+        return self._parse()[0].groups
+
+    @property
+    def parties(self) -> tuple[str, ...]:
+        """Roles then groups: what the choreography is projected onto."""
+        return self._parse()[0].parties
+
+    @property
     def params(self) -> tuple[tuple[str, str, str | None], ...]:
-        """``(name, kind, location)`` for every parameter (kind ``role`` or ``input``)."""
+        """``(name, kind, location)`` for every parameter (kind ``role``, ``group`` or ``input``)."""
         return tuple((p.name, p.kind, p.location) for p in self._parse()[0].params)
 
     @property
@@ -312,9 +322,11 @@ class Choreography:
         return eirs
 
     def result_roles(self) -> tuple[str, ...] | None:
-        """Roles that return the choreography's result (``None``: every role does)."""
+        """Roles (and groups) that return the choreography's result (``None``: every role does)."""
         loc = self._check().result
-        return None if loc is None else tuple(r for r in self.roles if r in loc)
+        if loc is None:
+            return None
+        return tuple(r for r in self.parties if r in loc or r + "*" in loc)
 
     def _callee_active(self, name: str, role: str) -> bool:
         obj = self._lookup(name)

@@ -356,8 +356,9 @@ class Endpoint:
         """Receive one value from each member ``frm`` names: ``{member: value}``.
 
         With ``quorum=k`` (or ``quorum=majority``) return as soon as ``k`` have
-        arrived; the others' replies are dropped when they come (counted in
-        ``late_replies``), never delivered to a later receive.
+        arrived, with exactly those ``k``; the others' replies are dropped when
+        they come (counted in ``late_replies``), never delivered to a later
+        receive.
 
         Raises:
             DeadlineError: fewer than the quorum arrived before the deadline.
@@ -370,12 +371,14 @@ class Endpoint:
         core = ctx.core
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ctx.timeout
-        while True:
+        while len(got) < need:
             for name in names:
                 if name not in got:
                     env = core.take(name, label, Kind.DATA)
                     if env is not None:
                         got[name] = env
+                        if len(got) >= need:  # exactly the quorum: the rest are late
+                            break
             if len(got) >= need:
                 break
             remaining = deadline - loop.time()

@@ -368,7 +368,7 @@ class _Projector:
                 for callee_role, ref in s.refs:
                     if ref.base != r:
                         continue
-                    holds = s.result is None or r in s.result or facet(r) in s.result
+                    holds = s.callee_result is None or callee_role in s.callee_result
                     target = s.target if holds else None
                     if (
                         target is None

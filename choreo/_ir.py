@@ -260,6 +260,8 @@ class Call:
     arg_refs: tuple[RoleRef | None, ...] = ()
     #: filled by the checker: callee role or group parameter -> the caller's role expression
     refs: tuple[tuple[str, RoleRef], ...] = ()
+    #: filled by the checker: the callee's parameters that hold its result (None: every one)
+    callee_result: frozenset[str] | None = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

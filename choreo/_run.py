@@ -26,7 +26,9 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "Cast",
     "cast",
+    "member_value",
     "members_of",
+    "parse_census",
     "play_role",
     "run",
     "run_async",
@@ -107,15 +109,38 @@ def cast(chor: Choreography, inputs: dict[str, Any]) -> Cast:
     eirs = chor.endpoints()
     args: dict[str, tuple[Any, ...]] = {}
     for party, name in players:
-        values = []
-        for p in eirs[party].params:
-            v = bound[p]
-            if party in groups:
-                ms = groups[party]
-                v = v[name] if isinstance(v, dict) and set(v) == set(ms) else copy.deepcopy(v)
-            values.append(v)
+        values = [bound[p] for p in eirs[party].params]
+        if party in groups:
+            values = [member_value(v, groups[party], name) for v in values]
         args[name] = tuple(values)
     return Cast(roles, groups, players, args)
+
+
+def member_value(value: Any, members: tuple[str, ...], member: str) -> Any:
+    """A group input's value at ``member``: ``value[member]`` if ``value`` is a dict
+    whose keys are exactly the members, else a copy of ``value``."""
+    if isinstance(value, dict) and value and set(value) == set(members):
+        return value[member]
+    return copy.deepcopy(value)
+
+
+def parse_census(items: list[str]) -> dict[str, int | list[str]]:
+    """``--census GROUP=SIZE`` or ``--census GROUP=name1,name2`` -> ``{group: census}``.
+
+    Raises:
+        UsageError: an item is malformed.
+    """
+    out: dict[str, int | list[str]] = {}
+    for item in items:
+        group, sep, value = item.partition("=")
+        group, value = group.strip(), value.strip()
+        if not sep or not group.isidentifier() or not value:
+            raise UsageError(f"--census {item!r}: write GROUP=SIZE or GROUP=name1,name2")
+        if value.isdigit():
+            out[group] = int(value)
+        else:
+            out[group] = [v.strip() for v in value.split(",") if v.strip()]
+    return out
 
 
 def split_inputs(

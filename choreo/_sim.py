@@ -64,7 +64,8 @@ from choreo._errors import (
     UsageError,
 )
 from choreo._loader import choreographies_in
-from choreo._run import DEFAULT_TIMEOUT, play_role, split_inputs
+from choreo._run import DEFAULT_TIMEOUT, play_role
+from choreo._run import cast as cast_of
 from choreo._service import Client, Server
 from choreo._trace import summarize
 from choreo._transport import DEFAULT_MAX_MESSAGE_SIZE, Transport
@@ -793,26 +794,28 @@ def simulate(
     """
     if not isinstance(chor, Choreography):
         raise UsageError(f"simulate expects a @choreography function, got {chor!r}")
-    roles, args = split_inputs(chor, inputs)
     chor.check()
+    c = cast_of(chor, inputs)
 
     async def main() -> SimResult:
         net = SimNetwork(seed, faults, latency=latency)
         active = set(chor.active_roles())
-        names = list(chor.roles)
-        peers = [roles[r] for r in names if r in active]
-        nodes = {r: Node(roles[r], net.transport(roles[r])) for r in names}
+        names = c.names()
+        peers = c.names(active)
+        nodes = {n: Node(n, net.transport(n)) for n in names}
         for node in nodes.values():
             await node.start()
-        net.allow_crash(roles[r] for r in names if r in active)
+        net.allow_crash(peers)
         session = "s1"
-        contexts = {r: nodes[r].open(session, chor.hash, timeout, peers) for r in names}
+        contexts = {n: nodes[n].open(session, chor.hash, timeout, peers) for n in names}
         tasks = {
-            roles[r]: asyncio.ensure_future(play_role(chor, r, contexts[r], roles, args[r]))
-            for r in names
+            n: asyncio.ensure_future(
+                play_role(chor, party, contexts[n], c.roles, c.args[n], groups=c.groups)
+            )
+            for party, n in c.players
         }
         crashed: dict[str, None] = {}
-        by_name = {roles[r]: nodes[r] for r in names}
+        by_name = nodes
 
         def on_crash(name: str) -> None:
             crashed[name] = None
@@ -834,8 +837,8 @@ def simulate(
             if name in crashed:
                 results.pop(name, None)
                 errors[name] = CrashedError(f"{name} crashed in session {session}")
-        for r in names:
-            nodes[r].close(session)
+        for n in names:
+            nodes[n].close(session)
         for name, node in by_name.items():
             if name not in crashed:
                 await node.aclose()

@@ -45,6 +45,28 @@ SCENARIOS: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("examples/04_kv_service.py", "get"): [
         {"key": k, "pstore": {"x": 1}} for k in ("x", "missing")
     ],
+    ("examples/05_kv_backups.py", "put"): [
+        {"key": k, "value": v, "pstore": {}, "bstore": {}, "backups": n}
+        for k, v, n in [("x", 1, 1), ("y", [1, 2], 3), ("x", None, 7)]
+    ],
+    ("examples/05_kv_backups.py", "get"): [
+        {"key": k, "pstore": {"x": 1}} for k in ("x", "missing")
+    ],
+    ("examples/06_fan_sum.py", "fan_sum"): [
+        {"numbers": list(range(k)), "workers": n} for k, n in [(0, 1), (10, 3), (100, 7), (5, 7)]
+    ],
+    ("examples/07_majority_vote.py", "vote"): [
+        {"proposal": p, "opinion": o, "voters": n}
+        for p, o, n in [("x", True, 3), ("x", False, 1), ("", True, 5)]
+    ]
+    + [
+        {
+            "proposal": "lunch",
+            "opinion": {f"voters.{i}": i % 3 != 0 for i in range(n)},
+            "voters": n,
+        }
+        for n in (1, 2, 4, 7)
+    ],
     ("examples/03_karatsuba.py", "karatsuba"): [
         {"x": x, "y": y} for x, y in [(3, 4), (12, 34), (1234567, 7654321), (10**12 + 7, 99991)]
     ],

@@ -28,7 +28,7 @@ from choreo._diagram import (
     participant_ids,
     trace_diagram,
 )
-from choreo._ir import Call, For, If, Send, Stmt, While
+from choreo._ir import Call, For, GSend, If, Send, Stmt, While
 from choreo._loader import choreographies_in, load_file
 from choreo._trace import TraceRecord, TraceRecorder, load_trace
 from tests.scenarios import CATALOGUE, ROOT, SOURCES
@@ -178,7 +178,7 @@ CHOREOGRAPHIES = _all_choreographies()
 def _sends(body: tuple[Stmt, ...]) -> int:
     n = 0
     for s in body:
-        if isinstance(s, Send):
+        if isinstance(s, Send | GSend):
             n += len(s.receivers)
         elif isinstance(s, If):
             n += _sends(s.then) + _sends(s.orelse)
@@ -208,7 +208,7 @@ def test_every_shipped_choreography_draws_a_valid_diagram(name: str, chor: Any) 
     diagram = choreography_diagram(chor)
     assert validate(diagram) == [], diagram
     lines = [ln.strip() for ln in diagram.splitlines()]
-    assert [ln.split()[1] for ln in lines if ln.startswith("participant ")] == list(chor.roles)
+    assert [ln.split()[1] for ln in lines if ln.startswith("participant ")] == list(chor.parties)
     arrows = [ln for ln in lines if _MESSAGE.fullmatch(ln)]
     ir = chor._check()
     assert len(arrows) == _sends(ir.body)
