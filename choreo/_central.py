@@ -11,7 +11,7 @@ from one namespace into others. It shares nothing with the projector or the
 runtime, which is what makes it a reference to test projected runs against.
 
 Quorum gathers are deterministic here: the first ``k`` members in census
-order are the ones heard.
+order are the ones heard; a gather with a ``timeout`` hears every member.
 """
 
 from __future__ import annotations
@@ -193,6 +193,8 @@ class _Interpreter:
         if s.quorum is not None:
             quorum = eval(_compiled(s.quorum.code, "eval"), self.rep)
         heard = senders[: _quorum(quorum, len(senders), receivers[0], label)]
+        if s.timeout is not None:  # nobody is slow in a central run: every member is heard
+            heard = senders
         for rcv in receivers:
             self.ns[rcv][s.target] = {x: part(x, rcv) for x in heard}
 

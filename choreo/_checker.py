@@ -392,11 +392,17 @@ class _Checker:
         )
         if s.quorum is not None:
             self.need_replicated(s.quorum.reads, env, "a quorum")
+        if s.timeout is not None:
+            self.need_replicated(s.timeout.reads, env, "a gather's timeout")
         if s.target is None:
             return
         loc: set[str] = set()
         for r in s.receivers:
-            uniform = r.kind == "group" and not s.scatter and (snd.single or s.quorum is None)
+            uniform = (
+                r.kind == "group"
+                and not s.scatter
+                and (snd.single or (s.quorum is None and s.timeout is None))
+            )
             loc.add(r.base if r.kind == "role" or uniform else facet(r.base))
         self.bind(s.target, frozenset(loc), env, s.span)
 

@@ -206,12 +206,16 @@ class _Gen:
                     call = _await_call(ep, "recv_from", _ref(s.frm), _str(s.label))
                 else:
                     call = _await_call(ep, "gather", _ref(s.frm), _str(s.label))
-                    if s.quorum is not None:
+                    extra = [
+                        _kwarg(k, e.node)
+                        for k, e in (("quorum", s.quorum), ("timeout", s.timeout))
+                        if e is not None
+                    ]
+                    if extra:
                         inner = call.expression
                         assert isinstance(inner, cst.Call)
-                        q = _kwarg("quorum", s.quorum.node)
                         call = call.with_changes(
-                            expression=inner.with_changes(args=[*inner.args, q])
+                            expression=inner.with_changes(args=[*inner.args, *extra])
                         )
                 return [_assign(s.target, call, s.label)]
             case EGuard():

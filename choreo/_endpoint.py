@@ -352,13 +352,17 @@ class Endpoint:
                 f"{self._ctx.role} received an undecodable value from {env.sender} at {label}: {exc}"
             ) from None
 
-    async def gather(self, frm: Any, label: str, quorum: Any = None) -> dict[str, Any]:
+    async def gather(
+        self, frm: Any, label: str, quorum: Any = None, timeout: float | None = None
+    ) -> dict[str, Any]:
         """Receive one value from each member ``frm`` names: ``{member: value}``.
 
         With ``quorum=k`` (or ``quorum=majority``) return as soon as ``k`` have
         arrived, with exactly those ``k``; the others' replies are dropped when
         they come (counted in ``late_replies``), never delivered to a later
-        receive.
+        receive. With ``timeout=t``, return after ``t`` seconds with what has
+        arrived by then (at least the quorum, which defaults to 0), or as soon
+        as every member answered.
 
         Raises:
             DeadlineError: fewer than the quorum arrived before the deadline.
@@ -366,22 +370,29 @@ class Endpoint:
         """
         ctx = self._ctx
         names = self._names(frm)
+        if timeout is not None and quorum is None:
+            quorum = 0
         need = _quorum(quorum, len(names), ctx.role, label)
         got: dict[str, Envelope] = {}
         core = ctx.core
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ctx.timeout
-        while len(got) < need:
+        soft = None if timeout is None else loop.time() + max(0.0, float(timeout))
+        while len(got) < need or (soft is not None and len(got) < len(names)):
             for name in names:
                 if name not in got:
                     env = core.take(name, label, Kind.DATA)
                     if env is not None:
                         got[name] = env
-                        if len(got) >= need:  # exactly the quorum: the rest are late
+                        if soft is None and len(got) >= need:  # exactly the quorum
                             break
-            if len(got) >= need:
+            if len(got) >= need and (soft is None or loop.time() >= soft):
                 break
-            remaining = deadline - loop.time()
+            if len(got) == len(names):
+                break
+            remaining = (soft if soft is not None and len(got) >= need else deadline) - loop.time()
+            if soft is not None and len(got) >= need and remaining <= 0:
+                break
             if remaining <= 0:
                 missing = [n for n in names if n not in got]
                 raise DeadlineError(

@@ -164,6 +164,7 @@ class EGRecv:
     frm: RoleRef
     label: str
     quorum: Expr | None
+    timeout: Expr | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,7 +428,8 @@ class _Projector:
             out += self.guard(s.sender, [EGSend(s.receivers, s.expr, label, s.scatter)])
         for rcv in s.receivers:
             if rcv.base == r:  # the front end allows one expression per role or group
-                out += self.guard(rcv, [EGRecv(s.target, s.sender, label, s.quorum)])
+                recv = EGRecv(s.target, s.sender, label, s.quorum, s.timeout)
+                out += self.guard(rcv, [recv])
         return out
 
     def if_(self, s: If, r: str) -> list[EStmt]:
@@ -513,8 +515,9 @@ def _reads(items: tuple[EStmt, ...], out: set[str]) -> None:
             case EGSend():
                 out.update(u.name for u in s.expr.reads)
             case EGRecv():
-                if s.quorum is not None:
-                    out.update(u.name for u in s.quorum.reads)
+                for e in (s.quorum, s.timeout):
+                    if e is not None:
+                        out.update(u.name for u in e.reads)
             case EGuard():
                 _reads(s.body, out)
             case ERecv() | EMe():

@@ -727,8 +727,11 @@ def _send(
     positional = [a for a in call.args if a.keyword is None]
     to_args = [a for a in call.args if a.keyword is not None and a.keyword.value == "to"]
     quorum_args = [a for a in call.args if a.keyword is not None and a.keyword.value == "quorum"]
+    timeout_args = [a for a in call.args if a.keyword is not None and a.keyword.value == "timeout"]
     others = [
-        a for a in call.args if a.keyword is not None and a.keyword.value not in ("to", "quorum")
+        a
+        for a in call.args
+        if a.keyword is not None and a.keyword.value not in ("to", "quorum", "timeout")
     ]
     ok = True
     if len(positional) != 1 or positional[0].star:
@@ -760,6 +763,17 @@ def _send(
             ok = False
         else:
             quorum = _expr(st, quorum_args[0].value)
+    timeout: Expr | None = None
+    if timeout_args:
+        if ref.single:
+            st.error(
+                timeout_args[0],
+                "`timeout=` only applies when a group sends (a gather)",
+                "deadlines of ordinary receives are set per run: `choreo.run(..., timeout=...)`",
+            )
+            ok = False
+        else:
+            timeout = _expr(st, timeout_args[0].value)
     if not ok:
         return []
     receivers = _role_list(st, to_args[0].value)
@@ -777,7 +791,9 @@ def _send(
             return []
     if ref.kind == "role" and method == "send" and all(r.kind == "role" for r in receivers):
         return [Send(target, sender, expr, tuple(r.code for r in receivers), pm.span(small))]
-    return [GSend(target, ref, expr, receivers, method == "scatter", quorum, pm.span(small))]
+    return [
+        GSend(target, ref, expr, receivers, method == "scatter", quorum, pm.span(small), timeout)
+    ]
 
 
 def _role_list(st: _State, node: cst.BaseExpression) -> tuple[RoleRef, ...] | None:

@@ -182,7 +182,9 @@ class GSend:
 
     ``target = sender.send(expr, to=receivers, quorum=q)`` or ``.scatter(...)``.
     A group sender gathers: each receiver gets ``{member: value}``.
-    ``quorum`` is None (everyone), ``"majority"``, or an expression.
+    ``quorum`` is None (everyone), or an expression (``majority``, an int);
+    ``timeout``: seconds after which a gather returns what has arrived (at
+    least the quorum), instead of waiting for every member.
     """
 
     target: str | None
@@ -192,6 +194,7 @@ class GSend:
     scatter: bool
     quorum: Expr | None
     span: Span = field(compare=False)
+    timeout: Expr | None = None
 
 
 @dataclass(frozen=True, slots=True)

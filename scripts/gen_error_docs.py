@@ -67,7 +67,7 @@ def main() -> None:
             lead = f"{why} " if why else ""
             text = "\n".join(lines)
             parts.append(
-                f"\n### {title}\n\n```python\n{code}```\n\n```text\n{text}\n```\n\n{lead}**Fix:** {fix}\n"
+                f"\n### {title}\n\n<!-- error example -->\n```python\n{code}```\n\n```text\n{text}\n```\n\n{lead}**Fix:** {fix}\n"
             )
     parts.append(OUTRO)
     (ROOT / "docs" / "errors.md").write_text("".join(parts))

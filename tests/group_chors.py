@@ -187,3 +187,14 @@ def relay(a: Role, b: Role, x: At[int, "a"]) -> At[int, "b"]:
         x2 = x * 10
     y = a.send(x2, to=b)
     return y
+
+
+@choreography
+def patient(leader: Role, g: Roles) -> At[list, "leader"]:
+    """Waits up to 1 s for every member, then goes on with who answered."""
+    with g as m:
+        v = m
+    got = g.send(v, to=leader, timeout=1.0)
+    with leader:
+        heard = sorted(got)
+    return heard

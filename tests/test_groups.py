@@ -204,3 +204,10 @@ def test_session_core_skips_exactly_the_late_reply() -> None:
     core.deliver(_env("g.0", "f.py:9", b"other"))  # another label is not the late reply
     assert core.late == 2
     assert isinstance(core._skip, dict) and core._skip["g.0"] == deque(["f.py:1"])
+
+
+def test_gather_with_a_timeout_goes_on_with_who_answered() -> None:
+    assert choreo.run(g.patient, g=3)["leader"] == ["g.0", "g.1", "g.2"]  # all, at once
+    out = simulate(g.patient, seed=5, faults=Script([Crash("g.1")]), timeout=10.0, g=3)
+    assert out.results["leader"] == ["g.0", "g.2"]
+    assert 1.0 <= out.time < 2.0  # it waited its 1 s, not the 10 s deadline

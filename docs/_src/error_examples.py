@@ -463,9 +463,10 @@ e(
     """
 @choreography
 def hello(alice: Role, bob: Role, x: At[int, "alice"]) -> None:
-    y = alice.send(x, to=bob, timeout=3)
+    y = alice.send(x, to=bob, priority=3)
 """,
-    "Remove it (deadlines are set per run: `choreo.run(..., timeout=...)`).",
+    "Remove it. A send takes `to=`; a gather (a group sending) also takes `quorum=` and "
+    "`timeout=`; the deadline of every receive is set per run (`choreo.run(..., timeout=...)`).",
 )
 e(
     S,

@@ -42,6 +42,7 @@ def group_reads_role_value(leader: Role, workers: Roles, n: At[int, "leader"]) -
 @choreography
 def quorum_needs_group(leader: Role, workers: Roles, n: At[int, "leader"]) -> None:
     k = leader.send(n, to=workers, quorum=majority)  # error: `quorum=` only applies when a group sends
+    j = leader.send(n, to=workers, timeout=1.0)  # error: `timeout=` only applies when a group sends
 
 
 @choreography
