@@ -12,11 +12,20 @@ backup's process is later lost. Failure model: a crashed primary or backup
 makes the running sessions fail within their deadline; no failover here (see
 the primary-backup protocol for that).
 
-Run it (three terminals, or see tests/test_service.py):
+Run it in three terminals, with a cluster file ``kv.toml`` naming the servers:
+
+    [roles]
+    primary = "127.0.0.1:50061"
+    backup = "127.0.0.1:50062"
+
+then
 
     choreo serve examples/04_kv_service.py --role primary --cluster kv.toml --input "pstore={}"
     choreo serve examples/04_kv_service.py --role backup --cluster kv.toml --input "bstore={}"
     python examples/04_kv_service.py kv.toml
+
+The last one prints each session's results, ``{'client': True, 'primary': None,
+'backup': None}`` and ``{'client': 1, 'primary': None}``.
 """
 
 from __future__ import annotations

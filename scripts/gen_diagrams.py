@@ -1,14 +1,18 @@
-"""Regenerate docs/diagrams.md: the Mermaid diagram of every shipped choreography.
+"""Regenerate docs/diagrams.md and every other diagram of the documentation.
 
     python scripts/gen_diagrams.py
 
 Every choreography of protocols/*.py and examples/*.py is drawn with
-`choreo diagram FILE:CHOREOGRAPHY` (``choreo._diagram.choreography_diagram``).
-tests/test_diagram.py fails when the page is out of date.
+`choreo diagram FILE:CHOREOGRAPHY` (``choreo._diagram.choreography_diagram``)
+into docs/diagrams.md. In README.md and the other pages of docs/, every
+```mermaid block right after a `<!-- diagram: FILE:CHOREOGRAPHY -->` comment is
+redrawn in place. tests/test_diagram.py fails when docs/diagrams.md is out of
+date, tests/test_docs.py when any mermaid block is.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -45,13 +49,37 @@ def render() -> str:
     for path in sources():
         rel = path.relative_to(ROOT).as_posix()
         for name, chor in choreographies_in(load_file(path)).items():
-            out.append(f"## `{rel}:{name}`\n\n```mermaid\n{choreography_diagram(chor)}```\n")
+            out.append(
+                f"## `{rel}:{name}`\n\n<!-- diagram: {rel}:{name} -->\n"
+                f"```mermaid\n{choreography_diagram(chor)}```\n"
+            )
     return "\n".join(out)
+
+
+_ANNOTATED = re.compile(r"^(<!-- diagram: (\S+?):(\w+) -->\n```mermaid\n)(.*?)^```$", re.M | re.S)
+
+
+def redraw(text: str) -> str:
+    """``text`` with every mermaid block after a ``<!-- diagram: FILE:CHOR -->`` redrawn."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from choreo._diagram import choreography_diagram
+    from choreo._loader import load_file
+
+    def draw(m: re.Match[str]) -> str:
+        chor = getattr(load_file(ROOT / m.group(2)), m.group(3))
+        return m.group(1) + choreography_diagram(chor) + "```"
+
+    return _ANNOTATED.sub(draw, text)
 
 
 def main() -> None:
     OUTPUT.write_text(render())
     print(f"wrote {OUTPUT.relative_to(ROOT)}")
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        if page != OUTPUT and page.read_text() != (text := redraw(page.read_text())):
+            page.write_text(text)
+            print(f"wrote {page.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ def test_cli_check(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def doc_examples() -> list[pytest.ParameterSet]:
     """``(code, expected output)`` for every example of docs/errors.md, named by its heading."""
     found = re.findall(
-        r"^### (.*?)\n\n```python\n(.*?)```\n\n```text\n(.*?)```",
+        r"^### (.*?)\n\n<!-- error example -->\n```python\n(.*?)```\n\n```text\n(.*?)```",
         ERRORS_DOC.read_text(),
         re.S | re.M,
     )

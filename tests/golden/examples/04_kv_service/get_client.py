@@ -4,6 +4,6 @@
 
 
 async def get_client(ep, key):
-    await ep.send("primary", key, "04_kv_service.py:55")  # 04_kv_service.py:55
-    answer = await ep.recv("primary", "04_kv_service.py:58")  # 04_kv_service.py:58
+    await ep.send("primary", key, "04_kv_service.py:64")  # 04_kv_service.py:64
+    answer = await ep.recv("primary", "04_kv_service.py:67")  # 04_kv_service.py:67
     return answer

@@ -4,7 +4,7 @@
 
 
 async def get_primary(ep, pstore):
-    k = await ep.recv("client", "04_kv_service.py:55")  # 04_kv_service.py:55
+    k = await ep.recv("client", "04_kv_service.py:64")  # 04_kv_service.py:64
     value = pstore.get(k)
-    await ep.send("client", value, "04_kv_service.py:58")  # 04_kv_service.py:58
+    await ep.send("client", value, "04_kv_service.py:67")  # 04_kv_service.py:67
     return None

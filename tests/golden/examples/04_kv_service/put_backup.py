@@ -4,7 +4,7 @@
 
 
 async def put_backup(ep, bstore):
-    forwarded = await ep.recv("primary", "04_kv_service.py:41")  # 04_kv_service.py:41
+    forwarded = await ep.recv("primary", "04_kv_service.py:50")  # 04_kv_service.py:50
     bstore[forwarded[0]] = forwarded[1]
-    await ep.send("primary", True, "04_kv_service.py:44")  # 04_kv_service.py:44
+    await ep.send("primary", True, "04_kv_service.py:53")  # 04_kv_service.py:53
     return None

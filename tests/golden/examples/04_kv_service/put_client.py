@@ -4,6 +4,6 @@
 
 
 async def put_client(ep, key, value):
-    await ep.send("primary", (key, value), "04_kv_service.py:40")  # 04_kv_service.py:40
-    ok = await ep.recv("primary", "04_kv_service.py:47")  # 04_kv_service.py:47
+    await ep.send("primary", (key, value), "04_kv_service.py:49")  # 04_kv_service.py:49
+    ok = await ep.recv("primary", "04_kv_service.py:56")  # 04_kv_service.py:56
     return ok

@@ -4,9 +4,9 @@
 
 
 async def put_primary(ep, pstore):
-    request = await ep.recv("client", "04_kv_service.py:40")  # 04_kv_service.py:40
-    await ep.send("backup", request, "04_kv_service.py:41")  # 04_kv_service.py:41
-    ack = await ep.recv("backup", "04_kv_service.py:44")  # 04_kv_service.py:44
+    request = await ep.recv("client", "04_kv_service.py:49")  # 04_kv_service.py:49
+    await ep.send("backup", request, "04_kv_service.py:50")  # 04_kv_service.py:50
+    ack = await ep.recv("backup", "04_kv_service.py:53")  # 04_kv_service.py:53
     pstore[request[0]] = request[1]  # the commit point: after the backup has it
-    await ep.send("client", ack, "04_kv_service.py:47")  # 04_kv_service.py:47
+    await ep.send("client", ack, "04_kv_service.py:56")  # 04_kv_service.py:56
     return None
