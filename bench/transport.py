@@ -22,9 +22,12 @@ Rows:
   batches envelopes that are ready together), for the baseline one gRPC
   message per envelope on one stream.
 
-Prints a table: median, min and max over the repetitions, and the ratio of
-the median to the baseline's median (for round trips, lower is better; for
-messages/s, higher is). Not run by the tests; no timing is asserted anywhere.
+Prints a table: median, min and max over the repetitions, and the ratio to
+the baseline: the median over the repetitions of the ratio of the row's value
+to the baseline's value *of the same repetition* (they ran one after the
+other, so the machine's noise of the moment cancels out; for round trips,
+lower is better; for messages/s, higher is). Not run by the tests; no timing
+is asserted anywhere.
 """
 
 from __future__ import annotations
@@ -249,7 +252,7 @@ def table(rows: dict[str, list[float]]) -> str:
     for title, key, base, unit in spec:
         vals = rows[key]
         med = statistics.median(vals)
-        ratio = med / statistics.median(rows[base])
+        ratio = statistics.median(v / b for v, b in zip(vals, rows[base], strict=True))
         fmt = "{:>9.0f}" if unit == "msg/s" else "{:>9.1f}"
         out.append(
             f"| {title:<62} | {fmt.format(med)} | {fmt.format(min(vals))} | "

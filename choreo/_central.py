@@ -192,7 +192,8 @@ class _Interpreter:
         quorum = None
         if s.quorum is not None:
             quorum = eval(_compiled(s.quorum.code, "eval"), self.rep)
-        heard = senders[: _quorum(quorum, len(senders), receivers[0], label)]
+        who = receivers[0] if receivers else self.ir.name
+        heard = senders[: _quorum(quorum, len(senders), who, label)]
         if s.timeout is not None:  # nobody is slow in a central run: every member is heard
             heard = senders
         for rcv in receivers:

@@ -232,6 +232,9 @@ class _Checker:
         loc = self.expr_loc(cond, env, what)
         if loc:
             faceted = sorted(t[:-1] for t in loc if t.endswith("*"))
+            whole = frozenset(t for t in loc if not t.endswith("*"))
+            if faceted and whole:  # a role (or a whole group) holding it decides for all
+                return whole
             if faceted:
                 names = [u.name for u in cond.reads if (env.get(u.name) or set()) & loc]
                 self.error(

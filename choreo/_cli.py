@@ -4,7 +4,7 @@
     choreo project FILE [-o DIR]           write (or print) every role's endpoint module
     choreo up FILE:CHOR [--input N=V]...   run every role, print each role's result
     choreo run FILE:CHOR --role R --cluster cluster.toml
-                                           run one role as a process over gRPC
+                                           run one role as a process over gRPC or TCP
     choreo diagram FILE:CHOR | TRACE.jsonl [-o OUT]
                                            draw a Mermaid sequence diagram
 
@@ -106,7 +106,7 @@ def _cmd_project(args: argparse.Namespace) -> int:
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
     for chor in found.values():
-        for role in chor.roles:
+        for role in chor.parties:
             src = chor.project(role)
             if outdir is None:
                 print(src)
@@ -122,9 +122,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     from choreo._loader import load_target
     from choreo._process import up
+    from choreo._run import parse_census
 
     chor = load_target(args.target)
     inputs = parse_inputs(args.input or [])
+    census = parse_census(args.census or [])
     chor.check()
     if args.in_process:
         from choreo._run import run
@@ -132,7 +134,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
         recorder = TraceRecorder(args.trace) if args.trace else None
         try:
-            results = run(chor, timeout=args.timeout, tracer=recorder, **inputs)
+            everything: dict[str, Any] = {**inputs, **census}
+            results = run(chor, timeout=args.timeout, tracer=recorder, **everything)
         finally:
             if recorder is not None:
                 recorder.close()
@@ -151,6 +154,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
                 status=status,
                 trace=args.trace,
+                census=census,
+                transport=args.transport,
             )
         )
     print_results(results, args.json)
@@ -170,7 +175,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     cluster = load_cluster(args.cluster)
     inputs = parse_inputs(args.input or [])
     timeout = args.timeout or cluster.timeout or 10.0
-    asyncio.run(serve(mod, args.role, cluster, inputs, timeout=timeout))
+    asyncio.run(
+        serve(mod, args.role, cluster, inputs, timeout=timeout, max_sessions=args.max_sessions)
+    )
     return 0
 
 
@@ -219,6 +226,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 on_error=failed,
                 tls=cluster.tls_for(args.role),
                 tracer=recorder,
+                groups=cluster.groups,
+                transport=cluster.transport,
             )
         )
     except BaseException as exc:
@@ -276,10 +285,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_project)
 
     p = sub.add_parser(
-        "up", help="start every role as its own process over gRPC, print each role's result"
+        "up", help="start every role as its own process over gRPC or TCP, print each role's result"
     )
     p.add_argument("target", help="FILE:CHOREOGRAPHY")
     p.add_argument("--input", "-i", action="append", metavar="NAME=VALUE")
+    p.add_argument(
+        "--census",
+        "-n",
+        action="append",
+        metavar="GROUP=SIZE",
+        help="a group's members: GROUP=SIZE (GROUP.0, GROUP.1, ...) or GROUP=name1,name2",
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="receive deadline, seconds")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
@@ -288,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--trace", metavar="TRACE.jsonl", help="record every role's envelopes, merged, here"
+    )
+    p.add_argument(
+        "--transport",
+        choices=["grpc", "tcp"],
+        default="grpc",
+        help="how the role processes talk (default: grpc; ignored with --in-process)",
     )
     p.set_defaults(func=_cmd_up)
 
@@ -303,9 +325,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="role state, kept across sessions",
     )
     p.add_argument("--timeout", type=float, default=None, help="receive deadline, seconds")
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="sessions run at once, at most; more STARTs are refused (default: the cluster "
+        "file's [limits] max_sessions, else no limit)",
+    )
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("run", help="run one role as a process over gRPC")
+    p = sub.add_parser(
+        "run", help="run one role as a process over the cluster file's transport (gRPC or TCP)"
+    )
     p.add_argument("target", help="FILE:CHOREOGRAPHY")
     p.add_argument("--role", required=True)
     p.add_argument("--cluster", required=True, help="TOML file: every role's host:port")

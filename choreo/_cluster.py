@@ -2,6 +2,8 @@
 
 A cluster file is TOML::
 
+    transport = "tcp"           # optional: "grpc" (the default) or "tcp" (choreo._tcp)
+
     [roles]
     buyer = "127.0.0.1:50051"
     seller = "127.0.0.1:50052"
@@ -12,6 +14,11 @@ A cluster file is TOML::
 
     [defaults]
     timeout = 10.0              # optional run-wide receive deadline, in seconds
+
+    [limits]                    # optional (docs/running.md, "Limits")
+    max_sessions = 1000         # sessions one served role runs at once
+    max_buffered = 10000        # envelopes per peer received and not taken yet
+    max_buffered_bytes = 67108864
 
     [tls]                       # optional: TLS on every stream (see choreo._tls)
     ca = "certs/ca.pem"         # the CA that signs every role's certificate
@@ -24,16 +31,20 @@ A cluster file is TOML::
 Rules the loader enforces, each reported as a ``UsageError`` that names the
 file and the offending key (never a raw ``tomllib`` traceback):
 
-* the top level holds only the tables ``roles``, ``groups`` and ``defaults``;
-  ``roles`` is required (it may be empty only if some group has members);
+* the top level holds only the tables ``roles``, ``groups``, ``defaults``,
+  ``tls`` and ``certs``, and the key ``transport`` (``"grpc"`` or ``"tcp"``;
+  every role of a cluster uses the same); ``roles`` is required (it may be
+  empty only if some group has members);
 * every address is ``host:port`` with a non-empty host (an IPv6 host in
   brackets, ``[::1]:50051``) and a port in 1..65535;
-* a group member's name is ``<group>.<index>`` or at least starts with
-  ``<group>.``, so that it cannot be confused with a plain role;
+* a group member's name is any role name (``<group>.<index>`` when the
+  census is a size, the given names when it is a list);
 * no name appears twice (a member is also a role name in the flat mapping) and
   no two names share an address: two roles on one port would receive each
   other's envelopes;
 * ``defaults`` knows only ``timeout``, a positive number;
+* ``limits`` knows ``max_sessions``, ``max_buffered`` and
+  ``max_buffered_bytes``, each a positive integer;
 * ``tls`` knows ``ca`` (a path, required) and ``mutual`` (a boolean, default
   true); ``certs`` holds one ``[certs.NAME]`` table per role of the cluster,
   each with exactly ``cert`` and ``key`` (paths); ``certs`` needs ``tls``.
@@ -56,22 +67,32 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from choreo._errors import UsageError
 from choreo._tls import TlsConfig
 
+if TYPE_CHECKING:
+    from choreo._grpc import GrpcTransport
+    from choreo._tcp import TcpTransport
+
 __all__ = [
+    "TRANSPORTS",
     "CertPaths",
     "Cluster",
     "TlsSettings",
     "check_address",
     "load_cluster",
+    "make_transport",
     "write_cluster",
 ]
 
-_SECTIONS = ("roles", "groups", "defaults", "tls", "certs")
+_SECTIONS = ("roles", "groups", "defaults", "tls", "certs", "transport", "limits")
+#: the transports a cluster file may name (``transport = "..."``); the first is the default
+TRANSPORTS = ("grpc", "tcp")
 _DEFAULT_KEYS = ("timeout",)
+#: the keys of ``[limits]``, each a positive integer (see ``choreo._endpoint.Node``)
+_LIMIT_KEYS = ("max_sessions", "max_buffered", "max_buffered_bytes")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 
 
@@ -110,12 +131,17 @@ class Cluster:
             does not set one.
         groups: group name -> names of its members (each also in ``roles``).
         tls: the TLS settings, or ``None`` for plaintext.
+        transport: ``"grpc"`` or ``"tcp"``: how every role of the cluster talks.
     """
 
     roles: dict[str, str]
     timeout: float | None = None
     groups: dict[str, list[str]] = field(default_factory=dict)
     tls: TlsSettings | None = None
+    transport: str = "grpc"
+    #: the ``[limits]`` table: ``max_sessions`` (per served role), ``max_buffered``
+    #: and ``max_buffered_bytes`` (per peer); absent keys keep ``Node``'s defaults
+    limits: dict[str, int] = field(default_factory=dict)
 
     def tls_for(self, role: str | None) -> TlsConfig | None:
         """The TLS configuration a role runs with (``None``: plaintext).
@@ -141,6 +167,37 @@ class Cluster:
                 )
             return TlsConfig.from_files(self.tls.ca, mutual=False)
         return TlsConfig.from_files(self.tls.ca, paths.cert, paths.key, mutual=self.tls.mutual)
+
+
+def make_transport(
+    kind: str,
+    role: str,
+    listen: str | None,
+    peers: Mapping[str, str] | None = None,
+    **options: Any,
+) -> GrpcTransport | TcpTransport:
+    """A transport of the kind a cluster file names, built the same way for either kind.
+
+    Args:
+        kind: ``"grpc"`` or ``"tcp"``.
+        role: the role the transport receives for and sends as.
+        listen: ``"host:port"`` to serve on, or ``None``.
+        peers: peer role -> ``"host:port"``.
+        options: keyword arguments both constructors take (``tls``,
+            ``learn_peers``, ``max_message_size``, ``connect_timeout``, ...).
+
+    Raises:
+        UsageError: ``kind`` is not a known transport, or an address is malformed.
+    """
+    if kind == "tcp":
+        from choreo._tcp import TcpTransport
+
+        return TcpTransport(role, listen, peers, **options)
+    if kind == "grpc":
+        from choreo._grpc import GrpcTransport
+
+        return GrpcTransport(role, listen, peers, **options)
+    raise UsageError(f"unknown transport {kind!r} (known: {', '.join(TRANSPORTS)})")
 
 
 def check_address(
@@ -216,6 +273,12 @@ def _parse(name: str, data: Mapping[str, Any]) -> Cluster:
             raise UsageError(
                 f"{name}: unknown section or key {key!r} (expected {', '.join(_SECTIONS)})"
             )
+    transport = data.get("transport", TRANSPORTS[0])
+    if transport not in TRANSPORTS:
+        raise UsageError(
+            f"{name}: transport: expected one of {', '.join(map(repr, TRANSPORTS))}, "
+            f"got {transport!r}"
+        )
     roles: dict[str, str] = {}
     owner: dict[str, str] = {}  # address -> the name that claimed it first
 
@@ -266,11 +329,6 @@ def _parse(name: str, data: Mapping[str, Any]) -> Cluster:
         groups[group] = []
         for member, address in members.items():
             key = f'groups.{group}."{member}"'
-            if not member.startswith(group + "."):
-                raise UsageError(
-                    f"{name}: {key}: a member of group {group!r} must be named "
-                    f"'{group}.<index>', e.g. '{group}.0'"
-                )
             add(member, address, key)
             groups[group].append(member)
         if not groups[group]:
@@ -296,7 +354,25 @@ def _parse(name: str, data: Mapping[str, Any]) -> Cluster:
     if not roles:
         raise UsageError(f"{name}: the cluster has no roles")
     tls = _parse_tls(name, data, roles)
-    return Cluster(roles=roles, timeout=timeout, groups=groups, tls=tls)
+    cluster = Cluster(roles=roles, timeout=timeout, groups=groups, tls=tls, transport=transport)
+    cluster.limits = _parse_limits(name, data)
+    return cluster
+
+
+def _parse_limits(name: str, data: Mapping[str, Any]) -> dict[str, int]:
+    section = data.get("limits", {})
+    if not isinstance(section, dict):
+        raise UsageError(f"{name}: limits: expected a table")
+    limits: dict[str, int] = {}
+    for key, value in section.items():
+        if key not in _LIMIT_KEYS:
+            raise UsageError(
+                f"{name}: limits.{key}: unknown setting (known: {', '.join(_LIMIT_KEYS)})"
+            )
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise UsageError(f"{name}: limits.{key}: expected a positive integer, got {value!r}")
+        limits[key] = value
+    return limits
 
 
 def _path(name: str, key: str, value: object) -> Path:
@@ -370,7 +446,10 @@ def write_cluster(path: str | os.PathLike[str], cluster: Cluster) -> None:
     """
     name = os.fspath(path)
     members = {m for ms in cluster.groups.values() for m in ms}
-    lines = ["[roles]"]
+    lines = []
+    if cluster.transport != TRANSPORTS[0]:
+        lines += [f"transport = {_quote(cluster.transport)}", ""]
+    lines.append("[roles]")
     lines += [
         f"{_quote(role)} = {_quote(addr)}"
         for role, addr in cluster.roles.items()
@@ -384,6 +463,8 @@ def write_cluster(path: str | os.PathLike[str], cluster: Cluster) -> None:
             lines.append(f"{_quote(m)} = {_quote(cluster.roles[m])}")
     if cluster.timeout is not None:
         lines += ["", "[defaults]", f"timeout = {float(cluster.timeout)!r}"]
+    if cluster.limits:
+        lines += ["", "[limits]", *(f"{k} = {int(v)}" for k, v in cluster.limits.items())]
     if cluster.tls is not None:
         here = os.path.dirname(os.path.abspath(name))
 

@@ -153,9 +153,11 @@ class _Gen:
         return cst.While(test=test, body=block)
 
     def _select(
-        self, cond: cst.BaseExpression, to: tuple[str, ...], label: str, by: str | None
+        self, cond: cst.BaseExpression, to: tuple[str | RoleRef, ...], label: str, by: str | None
     ) -> cst.Await:
-        roles = cst.Tuple([cst.Element(self._party(n)) for n in to])
+        roles = cst.Tuple(
+            [cst.Element(n.node if isinstance(n, RoleRef) else self._party(n)) for n in to]
+        )
         call = _await_call(self.ep, "select", cond, roles, _str(label))
         if by is not None:
             inner = call.expression

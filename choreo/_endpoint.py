@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from choreo import _codec
@@ -25,7 +25,9 @@ from choreo._errors import (
     ChoreoRuntimeError,
     CodecError,
     DeadlineError,
+    PeerFailedError,
     TransportError,
+    UsageError,
 )
 from choreo._session import MISMATCH_PREFIX, SessionCore
 from choreo._transport import Transport
@@ -61,7 +63,7 @@ def _quorum(quorum: Any, n: int, role: str, label: str) -> int:
     if quorum is None:
         return n
     if quorum is majority:
-        return n // 2 + 1
+        return n // 2 + 1 if n else 0
     if isinstance(quorum, bool) or not isinstance(quorum, int) or not 0 <= quorum <= n:
         raise ChoreoRuntimeError(
             f"{role}: the quorum at {label} is {quorum!r}; it must be an int between 0 and "
@@ -76,13 +78,17 @@ class SessionContext:
     __slots__ = (
         "chash",
         "core",
+        "draining",
+        "members",
         "node",
+        "outbox",
         "peers",
         "result_waiter",
         "results",
         "role",
         "session",
         "timeout",
+        "unsent",
         "waiter",
         "waiting_on",
     )
@@ -108,6 +114,13 @@ class SessionContext:
         #: service mode: RESULT envelopes by sender, and who waits for them
         self.results: dict[str, Envelope] = {}
         self.result_waiter: asyncio.Future[None] | None = None
+        #: envelopes for group members, sent in the background in order (see Endpoint._put)
+        self.outbox: dict[str, deque[Envelope]] = {}
+        self.draining: set[str] = set()
+        #: every group member of the session: what goes to them goes through ``outbox``
+        self.members: set[str] = set()
+        #: envelopes for members that could not be reached, dropped
+        self.unsent = 0
 
     def wake(self, sender: str) -> None:
         waiter = self.waiter
@@ -121,28 +134,128 @@ class SessionContext:
                 waiter.set_result(None)
 
 
+#: seconds between two looks at the backlog of a paused peer
+_RESUME_POLL = 0.02
+
+
+class _Held:
+    """What one peer sent that a node holds and its program has not taken yet.
+
+    ``pending`` and ``pending_bytes`` count exactly the envelopes waiting for
+    sessions not opened here. ``count`` and ``nbytes`` (kept only when the
+    transport can pause a peer) also count what went into open sessions:
+    nothing tells the node when a session takes an envelope, so they only
+    grow, and ``Node._check`` sets them right (a recount) whenever they reach
+    ``check_count`` or ``check_bytes``.
+    """
+
+    __slots__ = ("check_bytes", "check_count", "count", "nbytes", "pending", "pending_bytes")
+
+    def __init__(self, check_count: int, check_bytes: int) -> None:
+        self.pending = 0
+        self.pending_bytes = 0
+        self.count = 0
+        self.nbytes = 0
+        self.check_count = check_count
+        self.check_bytes = check_bytes
+
+
+def _unread_from(core: SessionCore, sender: str) -> Sequence[Envelope]:
+    """The envelopes from ``sender`` that ``core`` holds and its role has not taken yet."""
+    queues = getattr(core, "_queues", None)  # SessionCore's FIFO queue per sender
+    if isinstance(queues, dict):
+        return queues.get(sender) or ()
+    return ()
+
+
 class Node:
     """One role attached to a transport, hosting any number of sessions.
+
+    Limits (docs/running.md, "Limits"):
+
+    * per peer, at most ``max_buffered`` envelopes and ``max_buffered_bytes``
+      payload bytes that this role's program has not taken yet, whether they
+      wait for a session not opened here or were delivered to an open session
+      and not received yet. On a transport that can pause a peer
+      (``pause_peer``/``resume_peer``: the gRPC transport) the node pauses a
+      peer that reaches either bound (or an eighth more: the count is checked
+      in steps) and resumes it once its backlog is down to half; the peer's
+      sends then wait, and fail after their deadline if this role never
+      catches up. Envelopes for sessions not opened here beyond twice these
+      bounds (only a transport that cannot pause lets so many through) are
+      dropped and counted in ``dropped_overflow``;
+    * at most ``max_pending`` envelopes, from all peers, wait for sessions not
+      opened here (beyond: dropped, counted in ``dropped_overflow``);
+    * on a transport that can pause a peer, envelopes of a session that is not
+      opened here within ``pending_ttl`` seconds are dropped, counted in
+      ``dropped_unknown`` and logged: a session that never starts here cannot
+      keep its sender paused;
+    * at most ``max_sessions`` sessions are open at once: ``open`` raises
+      ``TransportError`` beyond.
 
     Args:
         role: the role (or group member) name this node receives for.
         transport: how envelopes travel.
         max_pending: envelopes buffered for sessions not opened yet, at most.
+        max_buffered: per peer, envelopes held and not taken yet (see above).
+        max_buffered_bytes: per peer, payload bytes held and not taken yet.
+        max_sessions: sessions open at once, at most (``None``: no limit).
+        pending_ttl: seconds an envelope waits for its session to be opened
+            here (``None``: forever).
+
+    Raises:
+        UsageError: a limit is not positive.
     """
 
-    def __init__(self, role: str, transport: Transport, *, max_pending: int = 100_000) -> None:
+    def __init__(
+        self,
+        role: str,
+        transport: Transport,
+        *,
+        max_pending: int = 100_000,
+        max_buffered: int = 10_000,
+        max_buffered_bytes: int = 64 * 1024 * 1024,
+        max_sessions: int | None = None,
+        pending_ttl: float | None = 60.0,
+    ) -> None:
+        for name, value in (
+            ("max_pending", max_pending),
+            ("max_buffered", max_buffered),
+            ("max_buffered_bytes", max_buffered_bytes),
+            ("max_sessions", max_sessions),
+            ("pending_ttl", pending_ttl),
+        ):
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                raise UsageError(f"Node {role}: {name} must be positive, got {value!r}")
         self.role = role
         self.transport = transport
         self._sessions: dict[str, SessionContext] = {}
         self._pending: dict[str, list[Envelope]] = {}
         self._pending_count = 0
         self._max_pending = max_pending
+        self.max_buffered = max_buffered
+        self.max_buffered_bytes = max_buffered_bytes
+        self.max_sessions = max_sessions
+        self.pending_ttl = pending_ttl
         self._closed: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._held: dict[str, _Held] = {}
+        #: when the first envelope of each session not opened here arrived
+        self._pending_since: dict[str, float] = {}
+        self._paused: set[str] = set()
+        pause = getattr(transport, "pause_peer", None)
+        resume = getattr(transport, "resume_peer", None)
+        flow = callable(pause) and callable(resume)
+        self._pause: Callable[[str], None] | None = pause if flow else None
+        self._resume: Callable[[str], None] | None = resume if flow else None
+        self._poll_timer: asyncio.TimerHandle | None = None
+        self._sweep_timer: asyncio.TimerHandle | None = None
         #: envelopes dropped because their session had already finished here
         self.dropped_late = 0
         #: envelopes dropped because the pending buffer was full
         self.dropped_overflow = 0
+        #: envelopes dropped because their session was not opened here within pending_ttl
+        self.dropped_unknown = 0
         #: service mode: called with every START envelope
         self.on_start: Callable[[Envelope], None] | None = None
         #: tracing (see ``choreo._trace``): called as ``tracer("send", env)`` just before
@@ -158,11 +271,25 @@ class Node:
     def open(
         self, session: str, chash: str, timeout: float, peers: Iterable[str] = ()
     ) -> SessionContext:
-        """Join ``session``: envelopes already buffered for it are delivered now."""
+        """Join ``session``: envelopes already buffered for it are delivered now.
+
+        Raises:
+            TransportError: ``max_sessions`` sessions are open already.
+        """
+        limit = self.max_sessions
+        if limit is not None and len(self._sessions) >= limit and session not in self._sessions:
+            raise TransportError(
+                f"{self.role} is at its limit of {limit} concurrent sessions (max_sessions): "
+                f"session {session} cannot be opened until one ends"
+            )
         ctx = SessionContext(self, session, chash, timeout, peers)
         self._sessions[session] = ctx
+        self._pending_since.pop(session, None)
         for env in self._pending.pop(session, ()):
             self._pending_count -= 1
+            held = self._held[env.sender]
+            held.pending -= 1
+            held.pending_bytes -= len(env.payload)
             ctx.core.deliver(env)
         self._answer_rejects(ctx)
         return ctx
@@ -170,6 +297,14 @@ class Node:
     def close(self, session: str) -> None:
         """Leave ``session``; later envelopes for it are dropped and counted."""
         if self._sessions.pop(session, None) is not None:
+            self._closed[session] = None
+            while len(self._closed) > 10_000:
+                self._closed.popitem(last=False)
+
+    def discard(self, session: str) -> None:
+        """Never join ``session``: drop what waits for it, and what comes later."""
+        self._drop_pending(session)
+        if session not in self._sessions:
             self._closed[session] = None
             while len(self._closed) > 10_000:
                 self._closed.popitem(last=False)
@@ -189,6 +324,12 @@ class Node:
             if ctx.core.reject:
                 self._answer_rejects(ctx)
             ctx.wake(env.sender)
+            if self._pause is not None:
+                held = self._held.get(env.sender) or self._new_held(env.sender)
+                held.count += 1
+                held.nbytes += len(env.payload)
+                if held.count >= held.check_count or held.nbytes >= held.check_bytes:
+                    self._check(env.sender, held)
             return
         if env.kind == Kind.START and self.on_start is not None:
             self.on_start(env)
@@ -196,20 +337,142 @@ class Node:
         if env.session in self._closed:
             self.dropped_late += 1
             return
-        if self._pending_count >= self._max_pending:
+        self._buffer(env)
+
+    # -- limits ----------------------------------------------------------------
+
+    @property
+    def paused_peers(self) -> list[str]:
+        """The peers this node asked its transport to stop delivering from (sorted)."""
+        return sorted(self._paused)
+
+    def buffered(self, peer: str) -> tuple[int, int]:
+        """Envelopes from ``peer`` held here and not taken yet, and their payload bytes."""
+        held = self._held.get(peer)
+        if held is None:
+            return 0, 0
+        return self._recount(peer, held)
+
+    def _new_held(self, peer: str) -> _Held:
+        held = self._held[peer] = _Held(self.max_buffered, self.max_buffered_bytes)
+        return held
+
+    def _buffer(self, env: Envelope) -> None:
+        """Keep ``env`` until its session is opened here, within the limits."""
+        sender = env.sender
+        held = self._held.get(sender) or self._new_held(sender)
+        size = len(env.payload)
+        if (
+            held.pending >= 2 * self.max_buffered
+            or held.pending_bytes >= 2 * self.max_buffered_bytes
+            or self._pending_count >= self._max_pending
+        ):
             self.dropped_overflow += 1
-            log.warning(
-                "%s: dropped %s from %s for session %s: %d envelopes already wait for "
-                "sessions not opened here",
-                self.role,
-                env.label,
-                env.sender,
-                env.session,
-                self._pending_count,
-            )
+            if self.dropped_overflow % 1000 == 1:  # the first, then one in a thousand
+                log.warning(
+                    "%s: dropped %s from %s for session %s (%d dropped so far): %d envelopes "
+                    "(%d from %s, %d bytes) already wait for sessions not opened here",
+                    self.role, env.label, sender, env.session, self.dropped_overflow,
+                    self._pending_count, held.pending, sender, held.pending_bytes,
+                )  # fmt: skip
             return
-        self._pending.setdefault(env.session, []).append(env)
+        waiting = self._pending.get(env.session)
+        if waiting is None:
+            waiting = self._pending[env.session] = []
+            if self._pause is not None and self.pending_ttl is not None:
+                loop = asyncio.get_running_loop()
+                self._pending_since[env.session] = loop.time()
+                if self._sweep_timer is None:
+                    self._sweep_timer = loop.call_later(self.pending_ttl, self._sweep)
+        waiting.append(env)
         self._pending_count += 1
+        held.pending += 1
+        held.pending_bytes += size
+        if self._pause is not None:
+            held.count += 1
+            held.nbytes += size
+            if held.count >= held.check_count or held.nbytes >= held.check_bytes:
+                self._check(sender, held)
+
+    def _recount(self, peer: str, held: _Held) -> tuple[int, int]:
+        """Exactly what ``peer`` has here, not taken yet; sets ``held`` right."""
+        count, nbytes = held.pending, held.pending_bytes
+        for ctx in self._sessions.values():
+            unread = _unread_from(ctx.core, peer)
+            if unread:
+                count += len(unread)
+                nbytes += sum(len(e.payload) for e in unread)
+        held.count, held.nbytes = count, nbytes
+        return count, nbytes
+
+    def _check(self, peer: str, held: _Held) -> None:
+        """``peer``'s count reached its next check: pause it if it holds too much here."""
+        count, nbytes = self._recount(peer, held)
+        if count >= self.max_buffered or nbytes >= self.max_buffered_bytes:
+            if peer not in self._paused and self._pause is not None:
+                self._paused.add(peer)
+                log.info(
+                    "%s: holding %d envelopes (%d bytes) from %s that are not taken yet: "
+                    "pausing it",
+                    self.role, count, nbytes, peer,
+                )  # fmt: skip
+                self._pause(peer)
+                if self._poll_timer is None:
+                    loop = asyncio.get_running_loop()
+                    self._poll_timer = loop.call_later(_RESUME_POLL, self._poll)
+        # Recount again after an eighth of the bound at least: a recount costs what is held.
+        held.check_count = max(self.max_buffered, count + self.max_buffered // 8)
+        held.check_bytes = max(self.max_buffered_bytes, nbytes + self.max_buffered_bytes // 8)
+
+    def _poll(self) -> None:
+        """Resume the paused peers whose backlog is down to half the bounds."""
+        self._poll_timer = None
+        for peer in sorted(self._paused):
+            held = self._held[peer]
+            count, nbytes = self._recount(peer, held)
+            if count <= self.max_buffered // 2 and nbytes <= self.max_buffered_bytes // 2:
+                self._paused.discard(peer)
+                held.check_count, held.check_bytes = self.max_buffered, self.max_buffered_bytes
+                if self._resume is not None:
+                    self._resume(peer)
+        if self._paused:
+            loop = asyncio.get_running_loop()
+            self._poll_timer = loop.call_later(_RESUME_POLL, self._poll)
+
+    def _sweep(self) -> None:
+        """Drop what waited longer than ``pending_ttl`` for a session never opened here."""
+        self._sweep_timer = None
+        ttl = self.pending_ttl
+        if ttl is None or not self._pending_since:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for session, since in list(self._pending_since.items()):
+            if now - since >= ttl:
+                senders = sorted({e.sender for e in self._pending.get(session, ())})
+                dropped = self._drop_pending(session)
+                self.dropped_unknown += dropped
+                log.warning(
+                    "%s: dropped %d envelopes from %s for session %s, which was not opened "
+                    "here within %gs (pending_ttl): an unknown session",
+                    self.role, dropped, ", ".join(senders), session, ttl,
+                )  # fmt: skip
+        if self._pending_since:
+            first = min(self._pending_since.values())
+            self._sweep_timer = loop.call_later(max(first + ttl - now, 0.0), self._sweep)
+
+    def _drop_pending(self, session: str) -> int:
+        """Forget the envelopes waiting for ``session``; how many there were."""
+        self._pending_since.pop(session, None)
+        envs = self._pending.pop(session, ())
+        for env in envs:
+            held = self._held[env.sender]
+            held.pending -= 1
+            held.pending_bytes -= len(env.payload)
+            held.count = max(held.count - 1, 0)
+            held.nbytes = max(held.nbytes - len(env.payload), 0)
+        self._pending_count -= len(envs)
+        return len(envs)
 
     def _answer_rejects(self, ctx: SessionContext) -> None:
         rejected, ctx.core.reject = ctx.core.reject, []
@@ -248,6 +511,10 @@ class Node:
 
     async def aclose(self) -> None:
         """Close the transport and wait for background sends."""
+        for timer in (self._poll_timer, self._sweep_timer):
+            if timer is not None:
+                timer.cancel()
+        self._poll_timer = self._sweep_timer = None
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.transport.close()
@@ -275,6 +542,8 @@ class Endpoint:
         self._ctx = ctx
         self.roles = roles
         self.groups: Mapping[str, tuple[str, ...]] = groups or {}
+        for members in self.groups.values():
+            ctx.members.update(members)
 
     @property
     def me(self) -> str:
@@ -380,7 +649,7 @@ class Endpoint:
         soft = None if timeout is None else loop.time() + max(0.0, float(timeout))
         while len(got) < need or (soft is not None and len(got) < len(names)):
             for name in names:
-                if name not in got:
+                if name not in got and name not in core.failed:
                     env = core.take(name, label, Kind.DATA)
                     if env is not None:
                         got[name] = env
@@ -388,8 +657,16 @@ class Endpoint:
                             break
             if len(got) >= need and (soft is None or loop.time() >= soft):
                 break
-            if len(got) == len(names):
-                break
+            alive = [n for n in names if n not in got and n not in core.failed]
+            if not alive and len(got) >= need:
+                break  # everyone who can still answer has
+            if len(got) + len(alive) < need:  # failed members make the quorum impossible
+                gone = [n for n in names if n in core.failed and n not in got]
+                raise PeerFailedError(
+                    f"{ctx.role} needs {need} of {len(names)} replies sent at {label} in session "
+                    f"{ctx.session}, but {', '.join(gone)} failed: "
+                    + "; ".join(str(core.failed[n]) for n in gone[:1])
+                )
             remaining = (soft if soft is not None and len(got) >= need else deadline) - loop.time()
             if soft is not None and len(got) >= need and remaining <= 0:
                 break
@@ -507,6 +784,9 @@ class Endpoint:
                 tracer("recv", env)
             ctx.core.deliver(env)
             return
+        if env.receiver in ctx.members:  # one path per peer, or FIFO would break
+            self._enqueue(env)
+            return
         try:
             await ctx.node.transport.send(env, ctx.timeout)
         except TransportError as exc:
@@ -514,6 +794,56 @@ class Endpoint:
                 f"{ctx.role} could not send {env.label} to {env.receiver} in session "
                 f"{ctx.session}: {exc}"
             ) from None
+
+    def _enqueue(self, env: Envelope) -> None:
+        """Send to a group member in the background, in order (FIFO per member).
+
+        A member that is down or unreachable must not stop the sender (the
+        protocol tolerates it with quorum and timeout gathers, as in the
+        simulator, where sends never fail): what cannot reach it is dropped,
+        counted in ``unsent`` and logged, and the member is marked failed in
+        this session, so that waiting for it fails at once.
+        """
+        ctx = self._ctx
+        peer = env.receiver
+        if peer in ctx.core.failed:
+            ctx.unsent += 1
+            return
+        ctx.outbox.setdefault(peer, deque()).append(env)
+        if peer not in ctx.draining:
+            ctx.draining.add(peer)
+            ctx.node.spawn(self._drain(peer))
+
+    async def _drain(self, peer: str) -> None:
+        ctx = self._ctx
+        queue = ctx.outbox[peer]
+        try:
+            while queue:
+                try:
+                    await ctx.node.transport.send(queue[0], ctx.timeout)
+                except TransportError as exc:
+                    ctx.unsent += len(queue)
+                    log.warning(
+                        "%s: group member %s unreachable in session %s, %d message(s) dropped: %s",
+                        ctx.role,
+                        peer,
+                        ctx.session,
+                        len(queue),
+                        exc,
+                    )
+                    queue.clear()
+                    ctx.core.failed.setdefault(
+                        peer,
+                        PeerFailedError(
+                            f"{ctx.role} could not reach group member {peer} in session "
+                            f"{ctx.session}: {exc}"
+                        ),
+                    )
+                    ctx.wake(peer)
+                    return
+                queue.popleft()
+        finally:
+            ctx.draining.discard(peer)
 
     async def _take(self, peer: str, label: str, kind: Kind) -> Envelope:
         ctx = self._ctx

@@ -192,7 +192,7 @@ class EIf:
     cond: Expr
     then: tuple[EStmt, ...]
     orelse: tuple[EStmt, ...]
-    select_to: tuple[str, ...]
+    select_to: tuple[str | RoleRef, ...]  # roles, groups, or one member of a group
     label: str
     by: str | None = None
 
@@ -438,19 +438,27 @@ class _Projector:
         label = s.span.ref()
         deciders = s.deciders
         if deciders is None or r in deciders:
-            to: tuple[str, ...] = ()
+            to: tuple[str | RoleRef, ...] = ()
             if deciders is not None and r == self.selector(deciders):
-                to = tuple(
-                    q
-                    for q in self.roles
-                    if q not in deciders and self.block(s.then, q) != self.block(s.orelse, q)
-                )
+                told: list[str | RoleRef] = []
+                for q in self.roles:
+                    a, b = self.block(s.then, q), self.block(s.orelse, q)
+                    if q in deciders or a == b:
+                        continue
+                    one = _one_member(a, b) if q in self.groups else None
+                    told.append(one if one is not None else q)
+                to = tuple(told)
             if not to and then == orelse:
                 return list(then)
             by = self.by(deciders, r) if to and deciders is not None else None
             return [EIf(s.cond, then, orelse, to, label, by)]
         if then == orelse:
             return list(then)
+        sel = self.selector(deciders)
+        one = _one_member(then, orelse) if r in self.groups else None
+        if one is not None:  # only that member behaves differently: only it is told
+            offer = EOffer(sel, label, _unguarded(then), _unguarded(orelse), sel in self.groups)
+            return [EGuard(one, (offer,))]
         k = 0
         while (
             k < min(len(then), len(orelse))
@@ -458,7 +466,6 @@ class _Projector:
             and isinstance(then[k], _SILENT)
         ):
             k += 1
-        sel = self.selector(deciders)
         return [*then[:k], EOffer(sel, label, then[k:], orelse[k:], sel in self.groups)]
 
     def while_(self, s: While, r: str) -> list[EStmt]:
@@ -478,6 +485,30 @@ class _Projector:
             return []
         sel = self.selector(deciders)
         return [EOfferWhile(sel, label, body, sel in self.groups)]
+
+
+def _one_member(a: tuple[EStmt, ...], b: tuple[EStmt, ...]) -> RoleRef | None:
+    """The member, if a group's two branch projections only differ at one member.
+
+    Each branch is then empty or one block guarded by the same member test
+    (``if ep.me == m:``): only that member needs to be told the branch.
+    """
+    refs: set[RoleRef] = set()
+    for items in (a, b):
+        for s in items:
+            if not isinstance(s, EGuard) or s.where.kind != "member":
+                return None
+            refs.add(s.where)
+    return refs.pop() if len(refs) == 1 else None
+
+
+def _unguarded(items: tuple[EStmt, ...]) -> tuple[EStmt, ...]:
+    """The bodies of consecutive guarded blocks, in order (see ``_one_member``)."""
+    out: list[EStmt] = []
+    for s in items:
+        assert isinstance(s, EGuard)
+        out.extend(s.body)
+    return tuple(out)
 
 
 # -- pruning of replicated statements -----------------------------------------

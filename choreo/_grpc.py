@@ -12,21 +12,24 @@ expected receiver role, the sender's *incarnation* id, its own address); the
 receiver answers at once with an ``Ack``.
 
 Batching (PERF-NOTES: the cost is per gRPC message, not per byte): each peer
-has an outgoing queue drained by one writer task, the only one that writes on
-the stream. ``send`` appends and wakes the writer; the writer takes
-*everything* queued at that moment (up to one maximum-size message) and writes
-it as one ``Batch``. A lone envelope is not held back to wait for company: it
-leaves as soon as the sending task next yields to the event loop (at its next
-``await`` that waits, e.g. a receive). Envelopes sent while a write is in
-flight, or by one task in a row without waiting, leave together. (A variant in
-which ``send`` wrote a lone envelope itself, skipping the hop to the writer
-task, was measured with ``bench/transport.py``: round trips about 15% faster,
-one-way throughput of a single session 5-10x lower. Not kept.)
+has an outgoing queue, and at most one write in flight on its stream (gRPC
+allows no more). ``send`` appends to the queue; if no write is in flight, it
+starts one at once, before it returns, with *everything* queued (up to one
+maximum-size message) as one ``Batch``; when a write completes, the next one
+takes everything queued meanwhile. So a lone envelope leaves at once (no hop
+to another task: its bytes are in gRPC's hands when ``send`` returns), and
+envelopes sent while a write is in flight, or by one task in a row without
+waiting, leave together. ``send`` never waits for the write to complete (that
+would make a single session's one-way throughput 5-10x lower, measured with
+``bench/transport.py``): the write is started the way a task would start it
+(``_drive``) and completes in the background. A writer task per peer does the
+rest: it connects, shakes hands, retransmits after a reconnect, and half-closes
+the stream on ``close()``.
 
 Delivery guarantees
 -------------------
-* FIFO per ordered pair: one writer per pair, one stream at a time, and the
-  receiver delivers envelopes in the order of their sequence numbers.
+* FIFO per ordered pair: one write in flight per pair, one stream at a time,
+  and the receiver delivers envelopes in the order of their sequence numbers.
 * Sequence numbers and acks make a reconnect lossless and duplicate-free. Each
   transport instance draws a random incarnation id; towards each peer it
   numbers its envelopes 1, 2, 3, ... An envelope stays in the sender's
@@ -76,7 +79,19 @@ The sender rejects a larger payload with ``TransportError`` before queueing it;
 the receiver's gRPC limit is that size plus room for the envelope header, and
 a payload over the limit inside a ``Batch`` (only a foreign or misconfigured
 sender can produce one) ends that one stream with ``RESOURCE_EXHAUSTED``;
-other streams, and so other peers' sessions, are unaffected.
+other streams, and so other peers' sessions, are unaffected. A ``Hello`` or an
+envelope for a role this process does not host ends its stream with
+``NOT_FOUND`` (logged; the sender fails at once, it does not retry).
+
+Back-pressure: the receiving ``Node`` calls ``pause_peer(role)`` when it holds
+as much from ``role`` as it may (``Node``'s ``max_buffered`` bounds), and
+``resume_peer(role)`` once its program has caught up. While a role is paused
+its streams are not read, between two envelopes: the rest of the current
+batch waits in this transport (one message at most), the rest of the stream
+in gRPC's flow-control window, whose HTTP/2 ``WINDOW_UPDATE`` s stop, so the
+sender's writes stop completing, its queue grows, and its ``send`` waits once
+the queue holds ``max_queued_bytes``, then fails after its deadline ("it is
+not reading"). Nothing is dropped: what was not delivered is not acknowledged.
 
 ``close()`` first flushes: every writer finishes its queue and waits for the
 final ``Ack`` (bounded by the envelopes' deadlines, or by ``linger``); then
@@ -94,7 +109,7 @@ import contextlib
 import logging
 import secrets
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +144,7 @@ _FATAL = frozenset(
     {
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.PERMISSION_DENIED,
         grpc.StatusCode.UNAUTHENTICATED,
@@ -157,6 +173,8 @@ class GrpcStats:
         connects: streams opened to peers (the first one and every reconnect).
         lost: envelopes dropped at the sender after being accepted, because the
             peer stayed unreachable past their deadline.
+        pauses: times a sending role was paused (``pause_peer``): its streams
+            were left unread until the receiving program caught up.
     """
 
     batches_sent: int = 0
@@ -169,6 +187,7 @@ class GrpcStats:
     retransmitted: int = 0
     connects: int = 0
     lost: int = 0
+    pauses: int = 0
 
 
 class _Out:
@@ -209,10 +228,48 @@ class _Peer:
         self.poke = asyncio.Event()  # cut a backoff short: close() began or a send gave up
         self.task: asyncio.Task[None] | None = None
         self.connected = False
+        #: the current stream, once its handshake is done (writes go straight to it)
+        self.call: Any = None
+        #: a write on ``call`` has not completed yet (gRPC allows one at a time), and its size
+        self.inflight = False
+        self.inflight_bytes = 0
+        #: why the last write on ``call`` failed, for the writer task to raise
+        self.write_error: Exception | None = None
         self.last_error = ""
         self.remote_incarnation = ""
         #: an envelope send() had accepted was dropped: the next send raises this
         self.lost: TransportError | None = None
+
+
+def _drive(coro: Coroutine[Any, Any, None], done: Callable[[Exception | None], None]) -> None:
+    """Run ``coro`` at once up to its first suspension, then on from its futures' callbacks.
+
+    An eager task without the task (Python 3.11 has no eager task factory): a
+    gRPC write started here hands its message to gRPC's core before this
+    returns, instead of one event-loop iteration later in a task of its own.
+    ``done`` is called once with ``None`` or with the exception ``coro`` raised
+    (a cancellation becomes a ``_StreamError``).
+    """
+
+    def step(_: object = None) -> None:
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            done(None)
+            return
+        except asyncio.CancelledError:
+            done(_StreamError("the write was cancelled"))
+            return
+        except Exception as exc:
+            done(exc)
+            return
+        if yielded is None:  # a bare yield (asyncio.sleep(0)): resume on the next iteration
+            asyncio.get_running_loop().call_soon(step)
+            return
+        yielded._asyncio_future_blocking = False  # what a Task does with the future it awaits
+        yielded.add_done_callback(step)
+
+    step()
 
 
 class _Inbound:
@@ -258,6 +315,15 @@ async def _read(context: Any) -> Any:
     data = await context.read()
     if data is grpc.aio.EOF:
         return data
+    return _parse(data)
+
+
+def _parse(data: bytes) -> Any:
+    """One frame of an inbound stream as a ``Batch``.
+
+    Raises:
+        _Reject: the frame is not a ``Batch`` (INVALID_ARGUMENT).
+    """
     try:
         return pb.Batch.FromString(data)
     except DecodeError:
@@ -356,6 +422,9 @@ class GrpcTransport(Transport):
         self._inbound: dict[str, _Inbound] = {}
         self._links: set[_Link] = set()
         self._handlers: set[asyncio.Future[Any]] = set()
+        #: sending roles whose streams are not read now (back-pressure), and the event
+        #: that ``resume_peer`` sets
+        self._paused: dict[str, asyncio.Event] = {}
         self._flushing = False  # close() began: writers end once their queues are empty
         self._stopping = False  # the server no longer delivers
         self._stop_event = asyncio.Event()  # set with _stopping
@@ -397,6 +466,36 @@ class GrpcTransport(Transport):
     def connected_peers(self) -> list[str]:
         """The roles whose streams to this transport are open now (sorted)."""
         return sorted({link.sender for link in self._links})
+
+    # -- back-pressure ---------------------------------------------------------
+
+    def pause_peer(self, role: str) -> None:
+        """Deliver nothing more from ``role`` until ``resume_peer(role)``.
+
+        Called by the receiving ``Node`` (from inside ``deliver``) when it holds
+        as much from ``role`` as it may. The streams from ``role`` are then not
+        read: what they carry waits in gRPC's flow-control window (HTTP/2 stops
+        the sender), then in the sender's queue, whose ``send`` waits once it
+        holds ``max_queued_bytes`` and fails after its deadline. Nothing is
+        lost or reordered; what was not delivered is not acknowledged.
+        """
+        if role not in self._paused:
+            self._paused[role] = asyncio.Event()
+            self.stats.pauses += 1
+            log.info("%s: paused reading from %s (its envelopes are not taken fast enough)",
+                     self.role, role)  # fmt: skip
+
+    def resume_peer(self, role: str) -> None:
+        """Read and deliver from ``role`` again (undoes ``pause_peer``)."""
+        event = self._paused.pop(role, None)
+        if event is not None:
+            event.set()
+            log.info("%s: resumed reading from %s", self.role, role)
+
+    @property
+    def paused_peers(self) -> list[str]:
+        """The sending roles whose streams are not read now (sorted)."""
+        return sorted(self._paused)
 
     # -- Transport -----------------------------------------------------------
 
@@ -502,9 +601,13 @@ class GrpcTransport(Transport):
         peer.next_seq += 1
         peer.queue.append(out)
         peer.queued_bytes += out.size
-        if peer.task is None:
+        if peer.call is not None:
+            if not peer.inflight:
+                self._pump(peer)  # the stream is idle: the write starts before we return
+        elif peer.task is None:
             peer.task = loop.create_task(self._run_peer(peer), name=f"choreo-grpc-{peer.role}")
-        peer.wake.set()
+        else:
+            peer.wake.set()
         if peer.connected and peer.queued_bytes <= self.max_queued_bytes:
             return
         waiter: asyncio.Future[TransportError | None] = loop.create_future()
@@ -515,13 +618,14 @@ class GrpcTransport(Transport):
             if error is not None:
                 raise error
             return
+        error = self._unreachable(peer, timeout, out.written)  # before the queue shrinks
         # Not written in time: withdraw it, so that it is never sent after we said it failed.
         with contextlib.suppress(ValueError):
             peer.queue.remove(out)
             peer.queued_bytes -= out.size
         out.waiter = None
         peer.poke.set()
-        raise self._unreachable(peer, timeout, out.written)
+        raise error
 
     async def close(self, linger: float | None = None) -> None:
         """Flush what was sent, then stop serving and release everything; idempotent.
@@ -556,8 +660,10 @@ class GrpcTransport(Transport):
 
     def _unreachable(self, peer: _Peer, timeout: float, written: bool = False) -> TransportError:
         why = peer.last_error or ("not connected yet" if not written else "connection lost")
-        if peer.queued_bytes > self.max_queued_bytes and peer.connected:
-            why = f"it is not reading ({peer.queued_bytes} bytes queued)"
+        if peer.connected and (peer.inflight or peer.queued_bytes > self.max_queued_bytes):
+            # the stream is up and gRPC's flow control holds our writes back
+            waiting = peer.queued_bytes + peer.inflight_bytes
+            why = f"it is not reading ({waiting} bytes wait to be sent to it)"
         return TransportError(
             f"peer {peer.role} at {peer.address} could not be reached within {timeout:g}s ({why})"
         )
@@ -700,6 +806,10 @@ class GrpcTransport(Transport):
             raise _StreamError(_describe(exc)) from None
         finally:
             peer.connected = False
+            peer.call = None  # a write still in flight on it completes unheeded
+            peer.inflight = False
+            peer.inflight_bytes = 0
+            peer.write_error = None
             if reader is not None and not reader.done():
                 reader.cancel()
             if reader is not None:
@@ -760,6 +870,7 @@ class GrpcTransport(Transport):
             )
             written.append(out)
         peer.queued_bytes -= total
+        peer.inflight_bytes = total
         # Kept for retransmission before the write, since a failed write may have gone out.
         peer.unacked.extend(written)
         return batch, written
@@ -773,19 +884,50 @@ class GrpcTransport(Transport):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
+    def _pump(self, peer: _Peer) -> None:
+        """Start writing everything queued for ``peer``, unless a write is in flight.
+
+        Called by ``send`` (so that a lone envelope leaves at once) and when a
+        write completes (so that what was queued meanwhile leaves together).
+        """
+        call = peer.call
+        if call is None or peer.inflight or not peer.queue:
+            return
+        batch, written = self._take_batch(peer)
+        peer.inflight = True
+        _drive(call.write(batch), lambda exc: self._wrote(peer, call, written, exc))
+
+    def _wrote(self, peer: _Peer, call: Any, written: list[_Out], exc: Exception | None) -> None:
+        if call is not peer.call:
+            return  # that stream has ended: its envelopes are in unacked, for the next one
+        peer.inflight = False
+        peer.inflight_bytes = 0
+        if exc is not None:
+            peer.write_error = exc
+            peer.wake.set()
+            return
+        self._written(written)
+        if peer.queue:
+            self._pump(peer)
+        elif self._flushing:
+            peer.wake.set()
+
     async def _write_loop(self, peer: _Peer, call: Any, reader: asyncio.Task[None]) -> None:
+        """Watch one stream while ``_pump`` writes on it; half-close it on ``close()``."""
+        peer.call = call
+        self._pump(peer)
         while True:
             if reader.done():
                 exc = reader.exception()
                 if exc is not None:
                     raise exc
                 raise _StreamError(await self._status(call), fatal=await self._fatal(call))
-            if peer.queue:
-                batch, written = self._take_batch(peer)
-                await call.write(batch)
-                self._written(written)
-                continue
-            if self._flushing:
+            error = peer.write_error
+            if error is not None:
+                raise error
+            if not peer.inflight:
+                self._pump(peer)  # e.g. a send that gave up left the queue as it was
+            if self._flushing and not peer.queue and not peer.inflight:
                 # Half-close: the receiver delivers what it read, acks it, and ends the stream.
                 await call.done_writing()
                 await asyncio.wait((reader,), timeout=self.connect_timeout)
@@ -819,11 +961,12 @@ class GrpcTransport(Transport):
             )
         hello = first.hello
         if hello.receiver != self.role:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
+            details = (
                 f"this address ({self.address}) serves role {self.role!r}, "
-                f"not {hello.receiver!r}: check the cluster file",
+                f"not {hello.receiver[:100]!r}: check the cluster file"
             )
+            log.warning("%s: rejected a stream from %s: %s", self.role, context.peer(), details)
+            await context.abort(grpc.StatusCode.NOT_FOUND, details)
         if not hello.sender:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello names no sender")
         if self.tls is not None and self.tls.mutual:
@@ -893,7 +1036,12 @@ class GrpcTransport(Transport):
         self.stats.acks_sent += 1
 
     async def _read_batches(self, context: Any, link: _Link) -> None:
-        """Read and deliver batches until EOF, a newer stream, or shutdown."""
+        """Read and deliver batches until EOF, a newer stream, or shutdown.
+
+        While the sender is paused (``pause_peer``) this stops between two
+        envelopes and reads nothing more: the rest of the batch waits here
+        (at most one message), the rest of the stream in gRPC's window.
+        """
         state = link.state
         sender = link.sender
         role = self.role
@@ -901,50 +1049,78 @@ class GrpcTransport(Transport):
         deliver = self._deliver
         assert deliver is not None
         stats = self.stats
+        paused = self._paused
+        kinds = _KINDS
+        read = context.read
+        eof = grpc.aio.EOF
         while True:
-            batch = await _read(context)
-            if batch is grpc.aio.EOF:
+            data = await read()
+            if data is eof:
                 return
+            batch = _parse(data)
             if self._stopping or link.generation != state.generation:
                 return  # not delivered, so not acked: the sender will send it again
             n = 0
             for e in batch.envelopes:
-                if len(e.payload) > limit:
+                if paused and sender in paused:
+                    self._delivered(link, n)
+                    n = 0
+                    while (event := paused.get(sender)) is not None and not self._stopping:
+                        await event.wait()
+                    if self._stopping or link.generation != state.generation:
+                        return
+                payload = e.payload  # every read of a field makes a new object: once each
+                label = e.label
+                if len(payload) > limit:
                     raise _Reject(
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"envelope {e.label} of session {e.session} from {sender} has a payload "
-                        f"of {len(e.payload)} bytes, over {role}'s limit of {limit} bytes",
+                        f"envelope {label} of session {e.session} from {sender} has a payload "
+                        f"of {len(payload)} bytes, over {role}'s limit of {limit} bytes",
                     )
-                kind = _KINDS.get(e.kind)
-                if kind is None or e.sender != sender or e.receiver != role:
+                kind = kinds.get(e.kind)
+                if kind is None or e.sender != sender:
                     raise _Reject(
                         grpc.StatusCode.INVALID_ARGUMENT,
-                        f"malformed envelope {e.label} from {sender}: kind {e.kind}, "
-                        f"sender {e.sender!r}, receiver {e.receiver!r} (this is {role!r})",
+                        f"malformed envelope {label} from {sender}: kind {e.kind}, "
+                        f"sender {e.sender!r}",
+                    )
+                if e.receiver != role:
+                    raise _Reject(
+                        grpc.StatusCode.NOT_FOUND,
+                        f"envelope {label} of session {e.session} from {sender} is addressed "
+                        f"to role {e.receiver[:100]!r}, which this process does not host "
+                        f"(it hosts {role!r})",
                     )
                 seq = e.seq
-                if seq <= state.delivered:
+                delivered = state.delivered
+                if seq <= delivered:
                     stats.duplicates += 1
                     continue
-                if state.delivered and seq != state.delivered + 1:
+                if delivered and seq != delivered + 1:
                     stats.gaps += 1
                     log.warning(
                         "%s: envelopes %d..%d from %s were lost (dropped by the sender)",
                         role,
-                        state.delivered + 1,
+                        delivered + 1,
                         seq - 1,
                         sender,
                     )
                 state.delivered = seq
                 n += 1
                 try:
-                    deliver(Envelope(e.session, sender, role, e.label, kind, e.payload, e.chash))
+                    deliver(Envelope(e.session, sender, role, label, kind, payload, e.chash))
                 except Exception:
-                    log.exception("%s: delivering %s from %s raised", role, e.label, sender)
+                    log.exception("%s: delivering %s from %s raised", role, label, sender)
             stats.batches_received += 1
             stats.envelopes_received += n
             link.unacked += n
             link.event.set()
+
+    def _delivered(self, link: _Link, n: int) -> None:
+        """Count ``n`` envelopes delivered on ``link``; its ack is due (see ``_serve``)."""
+        self.stats.envelopes_received += n
+        link.unacked += n
+        link.event.set()
 
     async def _stop_server(self) -> None:
         server, self._server = self._server, None
@@ -952,6 +1128,8 @@ class GrpcTransport(Transport):
             return
         self._stopping = True
         self._stop_event.set()
+        for event in self._paused.values():
+            event.set()  # paused readers see _stopping and end
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         for link in list(self._links):

@@ -1,4 +1,4 @@
-"""Roles as operating-system processes over gRPC: ``choreo run`` and ``choreo up``.
+"""Roles as operating-system processes over gRPC or TCP: ``choreo run`` and ``choreo up``.
 
 ``run_role`` plays one role of one session (one-shot mode): it serves on the
 role's address from the cluster file, sends to its peers at theirs, and
@@ -13,6 +13,10 @@ report lines are ``READY <address>``, ``RESULT <base64 codec bytes>`` (or
 ``RESULT-REPR <base64 text>`` for a result the codec cannot encode) and
 ``ERROR <base64 text>``. Nothing read from a child is evaluated: results are
 decoded with the safe codec.
+
+The transport is the cluster file's ``transport`` (``"grpc"`` or ``"tcp"``);
+``choreo up --transport`` writes it into the cluster file it makes for its
+children.
 
 When a role fails, or on Ctrl-C, every child is stopped (SIGTERM, then
 SIGKILL after a grace period); none is left behind.
@@ -39,7 +43,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from choreo import _codec
-from choreo._cluster import Cluster, write_cluster
+from choreo._cluster import TRANSPORTS, Cluster, make_transport, write_cluster
 from choreo._dsl import Choreography
 from choreo._endpoint import Endpoint, Node
 from choreo._errors import (
@@ -48,8 +52,7 @@ from choreo._errors import (
     RoleFailedError,
     UsageError,
 )
-from choreo._grpc import GrpcTransport
-from choreo._run import play_role
+from choreo._run import member_value, members_of, play_role
 from choreo._tls import TlsConfig
 from choreo._trace import Tracer, load_trace, sort_records, write_trace
 from choreo._transport import LocalNetwork
@@ -63,7 +66,7 @@ def role_inputs(chor: Choreography, role: str, inputs: dict[str, Any]) -> tuple[
     Raises:
         UsageError: an input of ``role`` is missing, or a name is not an input.
     """
-    names = {name for name, kind, _ in chor.params if kind == "input"}
+    names = {name for name, kind, _ in chor.params if kind in ("input", "group")}
     unknown = sorted(set(inputs) - names)
     if unknown:
         raise UsageError(
@@ -71,6 +74,7 @@ def role_inputs(chor: Choreography, role: str, inputs: dict[str, Any]) -> tuple[
         )
     eir = chor.endpoints()[role]
     missing = [p for p in eir.params if p not in inputs]
+    missing += [g for g in chor.groups if g not in inputs]
     if missing:
         raise UsageError(f"role {role} of {chor.name} needs the input {missing[0]!r}")
     return tuple(inputs[p] for p in eir.params)
@@ -88,12 +92,14 @@ async def run_role(
     on_error: Callable[[BaseException], None] | None = None,
     tls: TlsConfig | None = None,
     tracer: Tracer | None = None,
+    groups: dict[str, list[str]] | None = None,
+    transport: str = "grpc",
 ) -> Any:
-    """Play ``role`` of one session of ``chor`` over gRPC, and return its result.
+    """Play ``role`` of one session of ``chor`` over gRPC or TCP, and return its result.
 
     Args:
         chor: the choreography.
-        role: the role to play; ``addresses[role]`` is where it listens.
+        role: the role (or group member) to play; ``addresses[role]`` is where it listens.
         addresses: every role -> ``"host:port"``.
         inputs: the choreography's inputs (only those located at ``role`` are used).
         session: the session id, the same for every role of the run.
@@ -103,6 +109,9 @@ async def run_role(
             peers are told and the transport is closed.
         tls: TLS for the role's transport (``Cluster.tls_for(role)``), or plaintext.
         tracer: the node's tracer (e.g. a ``TraceRecorder``), or None.
+        groups: every group of the choreography -> its members (the cluster
+            file's ``[groups]``); a member plays its group's endpoint.
+        transport: ``"grpc"`` or ``"tcp"`` (the cluster file's ``transport``).
 
     Returns:
         The role's result.
@@ -111,24 +120,48 @@ async def run_role(
         UsageError: the role is not in the choreography or has no address.
         ChoreoRuntimeError: the session failed (deadline, peer failure, ...).
     """
-    if role not in chor.roles:
+    members = {
+        g: members_of(chor.name, g, list((groups or {}).get(g, ())))
+        if (groups or {}).get(g)
+        else ()
+        for g in chor.groups
+    }
+    missing_groups = [g for g in chor.groups if not members[g]]
+    if missing_groups:
         raise UsageError(
-            f"{chor.name} has no role {role!r}; its roles are: {', '.join(chor.roles)}"
+            f"{chor.name} needs the members of group {missing_groups[0]!r}: list them in the "
+            f"cluster file under [groups.{missing_groups[0]}]"
+        )
+    party = (
+        role if role in chor.roles else next((g for g, ms in members.items() if role in ms), None)
+    )
+    if party is None:
+        known = [*chor.roles, *(m for ms in members.values() for m in ms)]
+        raise UsageError(
+            f"{chor.name} has no role or group member {role!r}; they are: {', '.join(known)}"
         )
     if role not in addresses:
         raise UsageError(f"the cluster file gives no address for role {role!r}")
-    args = role_inputs(chor, role, inputs)
+    census = {g: list(ms) for g, ms in members.items()}
+    args = role_inputs(chor, party, {**inputs, **census})
+    if party in members:
+        args = tuple(member_value(v, members[party], role) for v in args)
     active = set(chor.active_roles())
+    everyone = [r for r in chor.roles if r in active] + [
+        m for g, ms in members.items() if g in active for m in ms
+    ]
     peers = {r: a for r, a in addresses.items() if r != role}
-    transport = GrpcTransport(role, addresses[role], peers, tls=tls)
-    node = Node(role, transport)
+    link = make_transport(transport, role, addresses[role], peers, tls=tls)
+    node = Node(role, link)
     node.tracer = tracer
     await node.start()
     if on_ready is not None:
-        on_ready(transport.address or addresses[role])
-    ctx = node.open(session, chor.hash, timeout, [r for r in chor.roles if r in active])
+        on_ready(link.address or addresses[role])
+    ctx = node.open(session, chor.hash, timeout, everyone)
     try:
-        return await play_role(chor, role, ctx, {r: r for r in chor.roles}, args, on_error)
+        return await play_role(
+            chor, party, ctx, {r: r for r in chor.roles}, args, on_error, groups=members
+        )
     finally:
         node.close(session)
         await node.aclose()
@@ -239,6 +272,8 @@ async def up(
     output: IO[str] = sys.stderr,
     workdir: str | None = None,
     trace: str | Path | None = None,
+    census: dict[str, int | list[str]] | None = None,
+    transport: str = "grpc",
 ) -> dict[str, Any]:
     """Run every active role of ``chor`` as its own process; return every role's result.
 
@@ -253,29 +288,61 @@ async def up(
         workdir: where to write the cluster file (a temporary directory by default).
         trace: write the merged trace of every role here (JSON lines, sorted by
             timestamp; see ``choreo._trace``), even when a role fails.
+        transport: ``"grpc"`` or ``"tcp"``: written into the children's cluster file.
+        census: every group's census (a size or member names); each member
+            runs as its own process.
 
     Returns:
-        ``{role: result}`` for every role, in parameter order.
+        ``{role: result}`` for every role and group member, in parameter order.
 
     Raises:
         UsageError: inputs are missing or unknown, or the trace cannot be written.
         ChoreoRuntimeError: a role failed; every other role has been stopped.
     """
-    for role in chor.roles:
-        role_inputs(chor, role, inputs)  # every input present, before anything starts
-    active = [r for r in chor.roles if r in set(chor.active_roles())]
+    if transport not in TRANSPORTS:
+        raise UsageError(f"unknown transport {transport!r} (known: {', '.join(TRANSPORTS)})")
+    census = census or {}
+    unknown = sorted(set(census) - set(chor.groups))
+    if unknown:
+        raise UsageError(
+            f"{chor.name} has no group {unknown[0]!r}; its groups are: "
+            + (", ".join(chor.groups) or "(none)")
+        )
+    members = {g: members_of(chor.name, g, census[g]) if g in census else () for g in chor.groups}
+    for g, ms in members.items():
+        if not ms:
+            raise UsageError(f"{chor.name} needs the census of group {g!r}: --census {g}=SIZE")
+    census_inputs = {g: list(ms) for g, ms in members.items()}
+    for party in chor.parties:  # every input present, before anything starts
+        role_inputs(chor, party, {**inputs, **census_inputs})
+    party_of = {r: r for r in chor.roles} | {m: g for g, ms in members.items() for m in ms}
+    players = list(party_of)
+    active_parties = set(chor.active_roles())
+    active = [p for p in players if party_of[p] in active_parties]
     results: dict[str, Any] = {}
     for role in chor.roles:
         if role not in active:  # never started: its projection communicates with nobody
             results[role] = await _run_idle(chor, role, inputs, timeout)
+    for g, ms in members.items():
+        if g not in active_parties:
+            for m in ms:
+                results[m] = None
     if not active:
-        return {r: results[r] for r in chor.roles}
+        return {r: results[r] for r in players}
     ports = free_ports(len(active))
     addresses = {r: f"127.0.0.1:{p}" for r, p in zip(active, ports, strict=True)}
     session = f"up-{os.getpid()}-{int(time.time() * 1000)}"
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         cluster_path = Path(tmp) / "cluster.toml"
-        write_cluster(cluster_path, Cluster(roles=addresses, timeout=timeout))
+        write_cluster(
+            cluster_path,
+            Cluster(
+                roles=addresses,
+                timeout=timeout,
+                groups={g: list(ms) for g, ms in members.items() if g in active_parties},
+                transport=transport,
+            ),
+        )
         children: list[_Child] = []
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -283,7 +350,7 @@ async def up(
                 mine = [
                     item
                     for item in raw_inputs
-                    if item.partition("=")[0].strip() in chor.endpoints()[role].params
+                    if item.partition("=")[0].strip() in chor.endpoints()[party_of[role]].params
                 ]
                 argv = [
                     sys.executable,
@@ -334,7 +401,7 @@ async def up(
         raise ChoreoRuntimeError(f"{chor.name} failed: {detail}")
     for c in children:
         results[c.role] = c.result
-    return {r: results[r] for r in chor.roles}
+    return {r: results[r] for r in players}
 
 
 def _merge_child_traces(

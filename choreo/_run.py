@@ -19,6 +19,7 @@ from choreo._dsl import Choreography
 from choreo._endpoint import Endpoint, Node, SessionContext
 from choreo._envelope import Envelope
 from choreo._errors import ChoreoError, PeerFailedError, RoleFailedError, UsageError
+from choreo._session import MEMBER_PREFIX
 from choreo._trace import Tracer
 from choreo._transport import LocalNetwork
 
@@ -190,7 +191,9 @@ async def play_role(
         cause = exc
     if on_error is not None:
         on_error(error)
-    await ctx.node.abort(ctx, f"{type(error).__name__}: {error}")
+    # a member's failure fails only what waits for it (see choreo._session)
+    prefix = MEMBER_PREFIX if groups and role in groups else ""
+    await ctx.node.abort(ctx, f"{prefix}{type(error).__name__}: {error}")
     raise error from cause
 
 

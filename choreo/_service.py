@@ -1,11 +1,12 @@
 """Service mode: long-running role processes that take part in many sessions.
 
-``serve`` keeps one role of a cluster running: it hosts a ``Node`` on the gRPC
-transport and joins a new session whenever a client asks (a START envelope),
-for any choreography defined in the served file, concurrently with the
-sessions already running. Role state lives on across sessions: the inputs
-given to ``serve`` (``--input store={}``) are the *same objects* in every
-session, and module globals of the served file persist in the process.
+``serve`` keeps one role of a cluster running: it hosts a ``Node`` on the
+cluster file's transport (gRPC or TCP) and joins a new session whenever a
+client asks (a START envelope), for any choreography defined in the served
+file, concurrently with the sessions already running. Role state lives on
+across sessions: the inputs given to ``serve`` (``--input store={}``) are the
+*same objects* in every session, and module globals of the served file
+persist in the process.
 
 A ``Client`` starts sessions against a running cluster. It may play roles
 itself (a role of the choreography that is not in the cluster file, such as
@@ -26,6 +27,7 @@ RESULT payload: ``{"ok": value}`` or ``{"error": type name, "message": text}``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -34,9 +36,9 @@ from types import ModuleType
 from typing import Any
 
 from choreo import _codec, _errors
-from choreo._cluster import Cluster, load_cluster
+from choreo._cluster import Cluster, load_cluster, make_transport
 from choreo._dsl import Choreography
-from choreo._endpoint import Node, SessionContext
+from choreo._endpoint import ABORT_TIMEOUT, Node, SessionContext
 from choreo._envelope import Envelope, Kind
 from choreo._errors import (
     ChoreoError,
@@ -46,12 +48,12 @@ from choreo._errors import (
     PeerFailedError,
     ProtocolError,
     RoleFailedError,
+    TransportError,
     UsageError,
     VersionMismatchError,
 )
-from choreo._grpc import GrpcTransport
 from choreo._loader import choreographies_in
-from choreo._run import play_role
+from choreo._run import member_value, members_of, play_role
 from choreo._session import MISMATCH_PREFIX
 
 __all__ = ["Client", "Server", "serve"]
@@ -60,6 +62,8 @@ log = logging.getLogger("choreo.service")
 
 #: seconds a client still waits for results after the session is known to have failed
 _ECHO_GRACE = 0.25
+#: seconds a client waits for a group member's result once every role has finished
+_MEMBER_GRACE = 1.0
 
 #: runtime errors a RESULT may carry, by class name (rebuilt on the client's side)
 _ERRORS: dict[str, type[ChoreoRuntimeError]] = {
@@ -82,6 +86,14 @@ class Server:
         cluster: every role's address.
         inputs: role state: inputs located at ``role``, reused in every session.
         timeout: default deadline of a session's receives, seconds.
+        max_sessions: sessions run at once, at most; a START beyond is refused
+            (the client raises ``TransportError`` saying this role is at its
+            limit) and the sessions already running go on. ``None``: the
+            cluster file's ``[limits] max_sessions``, else no limit.
+
+    Raises:
+        UsageError: the role is not in the cluster, the module has no
+            choreography, or a limit is not positive.
     """
 
     def __init__(
@@ -92,6 +104,7 @@ class Server:
         inputs: Mapping[str, Any] | None = None,
         *,
         timeout: float = 10.0,
+        max_sessions: int | None = None,
     ) -> None:
         if role not in cluster.roles:
             raise UsageError(f"the cluster file gives no address for role {role!r}")
@@ -104,13 +117,23 @@ class Server:
         self.inputs = dict(inputs or {})
         self.timeout = timeout
         peers = {r: a for r, a in cluster.roles.items() if r != role}
-        self.transport = GrpcTransport(
-            role, cluster.roles[role], peers, learn_peers=True, tls=cluster.tls_for(role)
+        self.transport = make_transport(
+            cluster.transport,
+            role,
+            cluster.roles[role],
+            peers,
+            learn_peers=True,
+            tls=cluster.tls_for(role),
         )
-        self.node = Node(role, self.transport)
+        limits = dict(getattr(cluster, "limits", {}))
+        if max_sessions is not None:
+            limits["max_sessions"] = max_sessions
+        self.node = Node(role, self.transport, **limits)
         self.node.on_start = self._on_start
         self.sessions_done = 0
         self.sessions_failed = 0
+        #: STARTs refused because ``max_sessions`` sessions were running
+        self.sessions_refused = 0
         self._running: dict[str, asyncio.Task[None]] = {}
 
     @property
@@ -130,22 +153,60 @@ class Server:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
         await self.node.aclose()
 
+    @property
+    def max_sessions(self) -> int | None:
+        """Sessions run at once, at most (``None``: no limit)."""
+        return self.node.max_sessions
+
     def _on_start(self, env: Envelope) -> None:
+        limit = self.node.max_sessions
+        if env.session in self._running:
+            return  # a START sent again: the session runs already
+        if limit is not None and len(self._running) >= limit:
+            # Counted when the START arrives, not when the session opens: a burst of STARTs
+            # cannot overshoot. The running sessions are not touched.
+            self.sessions_refused += 1
+            busy = TransportError(
+                f"{self.role} is at its limit of {limit} concurrent sessions (max_sessions): "
+                f"session {env.session} of {env.label} was refused; try again later"
+            )
+            log.warning("%s", busy)
+            self.node.discard(env.session)
+            self.node.spawn(self._refuse(env, busy, self.timeout, everyone=True))
+            return
         task = asyncio.ensure_future(self._session(env))
         self._running[env.session] = task
         task.add_done_callback(lambda _t: self._running.pop(env.session, None))
 
-    async def _refuse(self, env: Envelope, exc: ChoreoError, timeout: float) -> None:
-        """Do not join the session: tell the client to stop (ABORT), then why (RESULT)."""
+    async def _refuse(
+        self, env: Envelope, exc: ChoreoError, timeout: float, *, everyone: bool = False
+    ) -> None:
+        """Do not join the session: tell the client to stop (ABORT), then why (RESULT).
+
+        ``everyone``: tell the session's other roles too (the START's ``peers``),
+        so that none waits for this role until its deadline.
+        """
         prefix = MISMATCH_PREFIX if isinstance(exc, VersionMismatchError) else ""
-        abort = Envelope(
-            env.session, self.role, env.sender, "abort", Kind.ABORT,
-            f"{prefix}{type(exc).__name__}: {exc}".encode(), env.chash,
-        )  # fmt: skip
-        try:
-            await self.transport.send(abort, timeout)
-        except ChoreoError:
-            pass  # the RESULT below (or the client's deadline) still ends the session
+        reason = f"{prefix}{type(exc).__name__}: {exc}".encode()
+        told = [env.sender]
+        if everyone:
+            with contextlib.suppress(ChoreoError, TypeError, ValueError):
+                start = _codec.decode(env.payload)
+                peers = start.get("peers", []) if isinstance(start, dict) else []
+                told += [p for p in peers if isinstance(p, str) and p not in (self.role, *told)]
+
+        async def abort(peer: str, wait: float) -> None:
+            envelope = Envelope(
+                env.session, self.role, peer, "abort", Kind.ABORT, reason, env.chash
+            )
+            try:
+                await self.transport.send(envelope, wait)
+            except ChoreoError:
+                pass  # the RESULT below (or the peer's deadline) still ends the session
+
+        await asyncio.gather(
+            abort(env.sender, timeout), *(abort(p, min(timeout, ABORT_TIMEOUT)) for p in told[1:])
+        )
         await self._reply(env, _error_result(exc), timeout)
 
     async def _reply(self, env: Envelope, payload: dict[str, Any], ctx_timeout: float) -> None:
@@ -186,15 +247,25 @@ class Server:
             await self._refuse(env, mismatch, timeout)
             return
         roles: dict[str, str] = dict(start.get("roles", {}))
+        groups = {str(g): tuple(ms) for g, ms in dict(start.get("groups", {})).items()}
         mine = [p for p, actual in roles.items() if actual == self.role]
+        mine += [g for g, ms in groups.items() if self.role in ms]
         if len(mine) != 1:
             await self._refuse(
                 env, ProtocolError(f"{self.role} is not one role of this session"), timeout
             )
             return
         role = mine[0]
-        inputs = {**self.inputs, **dict(start.get("inputs", {}))}
-        ctx = self.node.open(env.session, chor.hash, timeout, list(start.get("peers", [])))
+        given = dict(start.get("inputs", {}))
+        if role in groups:  # a member: its own entry of a per-member input from the client
+            given = {k: member_value(v, groups[role], self.role) for k, v in given.items()}
+        inputs = {**self.inputs, **given}  # the server's own state is used as is
+        try:
+            ctx = self.node.open(env.session, chor.hash, timeout, list(start.get("peers", [])))
+        except TransportError as exc:  # max_sessions, should _on_start have let it through
+            self.node.discard(env.session)
+            await self._refuse(env, exc, timeout, everyone=True)
+            return
         try:
             args = tuple(inputs[p] for p in chor.endpoints()[role].params)
         except KeyError as missing:
@@ -205,7 +276,7 @@ class Server:
                 timeout,
             )
             return
-        result = await _play(chor, role, ctx, roles, args)
+        result = await _play(chor, role, ctx, roles, args, groups)
         self.node.close(env.session)
         if "error" in result:
             self.sessions_failed += 1
@@ -220,10 +291,11 @@ async def _play(
     ctx: SessionContext,
     roles: Mapping[str, str],
     args: tuple[Any, ...],
+    groups: Mapping[str, tuple[str, ...]] | None = None,
 ) -> dict[str, Any]:
     """Run one role of a session; the outcome as a RESULT payload."""
     try:
-        return {"ok": await play_role(chor, role, ctx, roles, args)}
+        return {"ok": await play_role(chor, role, ctx, roles, args, groups=groups)}
     except ChoreoError as exc:
         return _error_result(exc)
 
@@ -235,13 +307,14 @@ async def serve(
     inputs: Mapping[str, Any] | None = None,
     *,
     timeout: float = 10.0,
+    max_sessions: int | None = None,
 ) -> None:
-    """Serve ``role`` until cancelled.
+    """Serve ``role`` until cancelled (``max_sessions``: see ``Server``).
 
     Raises:
         UsageError: the role is not in the cluster or the module has no choreography.
     """
-    server = Server(module, role, cluster, inputs, timeout=timeout)
+    server = Server(module, role, cluster, inputs, timeout=timeout, max_sessions=max_sessions)
     await server.start()
     log.info("%s serving %s on %s", role, ", ".join(server.choreographies), server.address)
     try:
@@ -275,8 +348,12 @@ class Client:
         self.cluster = cluster
         self.name = name or f"client-{secrets.token_hex(4)}"
         self.timeout = cluster.timeout or timeout
-        self.transport = GrpcTransport(
-            self.name, listen, dict(cluster.roles), tls=cluster.tls_for(self.name)
+        self.transport = make_transport(
+            cluster.transport,
+            self.name,
+            listen,
+            dict(cluster.roles),
+            tls=cluster.tls_for(self.name),
         )
         self.node = Node(self.name, self.transport)
 
@@ -296,15 +373,33 @@ class Client:
         cluster does not serve. Inputs located at a served role are sent to it
         (and override that server's own inputs for this session).
 
+        A group's members are given like an input (``backups=["backups.0",
+        "backups.1"]``: a subset of the served members, e.g. the current view);
+        by default they are the cluster file's ``[groups]`` members, or else
+        the served roles named ``<group>.<index>``. Members are where a
+        protocol's redundancy lives: a member that fails or never answers does
+        not fail the session when every role succeeded; its error is kept in
+        ``member_errors`` and its result is ``None``.
+
+        Args:
+            chor: the choreography to run.
+            timeout: the session's receive deadline in seconds (default: the
+                client's own).
+            **inputs: the choreography's inputs, and the members of its groups.
+
         Returns:
-            ``{role: result}`` for every role of ``chor``.
+            ``{role: result}`` for every role (and group member) of ``chor``.
 
         Raises:
-            UsageError: more than one role would have to run here, or an input is unknown.
+            UsageError: more than one role would have to run here, an input is
+                unknown, or a group's members are not known.
             ChoreoRuntimeError: a role failed (the root cause).
         """
         timeout = timeout or self.timeout
-        active = [r for r in chor.roles if r in set(chor.active_roles())]
+        inputs = dict(inputs)
+        groups = {g: self._members(chor, g, inputs.pop(g, None)) for g in chor.groups}
+        active_parties = set(chor.active_roles())
+        active = [r for r in chor.roles if r in active_parties]
         local = [r for r in active if r not in self.cluster.roles]
         if len(local) > 1:
             raise UsageError(
@@ -316,23 +411,34 @@ class Client:
         if unknown:
             raise UsageError(f"{chor.name} has no input {unknown[0]!r}")
         roles = {r: (self.name if r in local else r) for r in chor.roles}
+        members = [m for g in chor.groups if g in active_parties for m in groups[g]]
+        party_of = {r: r for r in chor.roles} | {m: g for g, ms in groups.items() for m in ms}
         session = secrets.token_hex(12)
-        ctx = self.node.open(session, chor.hash, timeout, [roles[r] for r in active])
-        remote = [r for r in active if r not in local]
+        everyone = [roles[r] for r in active] + members
+        ctx = self.node.open(session, chor.hash, timeout, everyone)
+        remote = [r for r in active if r not in local] + members
+        member_set = set(members)
+        unstarted: dict[str, ChoreoRuntimeError] = {}
+        self.member_errors: dict[str, ChoreoRuntimeError] = {}
         try:
             for r in remote:
-                mine = {p: inputs[p] for p in chor.endpoints()[r].params if p in inputs}
+                params = chor.endpoints()[party_of[r]].params
+                mine = {p: inputs[p] for p in params if p in inputs}
                 payload = {
                     "roles": roles,
                     "inputs": mine,
                     "timeout": timeout,
-                    "peers": [roles[x] for x in active],
+                    "peers": everyone,
+                    "groups": {g: list(ms) for g, ms in groups.items()},
                 }
                 env = Envelope(
                     session, self.name, r, chor.name, Kind.START, _codec.encode(payload), chor.hash
                 )
-                await self.transport.send(env, timeout)
-            results: dict[str, Any] = {r: None for r in chor.roles}
+                if r in member_set:  # a member that is down must not stop the session
+                    self.node.spawn(self._start_member(env, timeout, unstarted))
+                else:
+                    await self.transport.send(env, timeout)
+            results: dict[str, Any] = {r: None for r in party_of}
             errors: list[ChoreoRuntimeError] = []
             if local:
                 role = local[0]
@@ -342,12 +448,14 @@ class Client:
                     raise UsageError(
                         f"role {role} of {chor.name} needs the input {missing}"
                     ) from None
-                outcome = await _play(chor, role, ctx, roles, args)
+                outcome = await _play(chor, role, ctx, roles, args, groups)
                 if "ok" in outcome:
                     results[role] = outcome["ok"]
                 else:
                     errors.append(_rebuild(outcome))
             for r in remote:
+                if r in groups.get(party_of[r], ()):
+                    continue  # members last: their failures may be tolerated
                 # once the session has failed, the other results are echoes of that
                 # failure (or never come, from a dead role): do not wait long for them
                 wait = timeout if not errors else min(timeout, _ECHO_GRACE)
@@ -356,15 +464,64 @@ class Client:
                     results[r] = outcome["ok"]
                 elif not (errors and outcome.get("error") == "DeadlineError"):
                     errors.append(_rebuild(outcome))
+            for m in members:
+                if m in unstarted:
+                    self.member_errors[m] = unstarted[m]
+                    continue
+                # every role is done: a member still silent now is down or cut off
+                wait = timeout if not active else min(timeout, _MEMBER_GRACE)
+                outcome = await self._result(ctx, m, wait)
+                if "ok" in outcome:
+                    results[m] = outcome["ok"]
+                else:
+                    self.member_errors[m] = _rebuild(outcome)
         finally:
             self.node.close(session)
         if errors:
             root = [e for e in errors if not isinstance(e, PeerFailedError)] or errors
             raise root[0]
+        if self.member_errors and not active:  # only members took part: they are the result
+            raise next(iter(self.member_errors.values()))
         for r in chor.roles:
             if r not in active:  # never started: runs here, it talks to nobody
                 results[r] = None
         return results
+
+    async def _start_member(
+        self, env: Envelope, timeout: float, unstarted: dict[str, ChoreoRuntimeError]
+    ) -> None:
+        """Send a START to a group member in the background; note it if it cannot be reached."""
+        try:
+            await self.transport.send(env, timeout)
+        except ChoreoError as exc:
+            log.warning("%s: could not start %s: %s", self.name, env.receiver, exc)
+            unstarted[env.receiver] = TransportError(
+                f"{self.name} could not start group member {env.receiver} in session "
+                f"{env.session}: {exc}"
+            )
+
+    def _members(self, chor: Choreography, group: str, census: Any) -> tuple[str, ...]:
+        """A group's members for one session (see ``run``)."""
+        if census is None:
+            census = self.cluster.groups.get(group)
+        if census is None:
+            prefix = f"{group}."
+            numbered = [r for r in self.cluster.roles if r.startswith(prefix)]
+            numbered = [r for r in numbered if r[len(prefix) :].isdigit()]
+            census = sorted(numbered, key=lambda r: int(r[len(prefix) :])) or None
+        if census is None:
+            raise UsageError(
+                f"{chor.name}: the members of group {group!r} are not known: pass "
+                f"{group}=[...] or list them under [groups.{group}] in the cluster file"
+            )
+        members = members_of(chor.name, group, census)
+        missing = [m for m in members if m not in self.cluster.roles]
+        if missing:
+            raise UsageError(
+                f"{chor.name}: member {missing[0]!r} of group {group!r} is not served by the "
+                "cluster"
+            )
+        return members
 
     async def _result(self, ctx: SessionContext, role: str, timeout: float) -> dict[str, Any]:
         """Wait for ``role``'s RESULT envelope (kept aside from the session's messages)."""

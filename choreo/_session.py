@@ -20,7 +20,11 @@ also answers with an ABORT so that the sender fails with the same error.
 
 An ABORT from a peer marks the session failed; envelopes that arrived before
 it are still delivered (the peer may have sent everything we need before it
-failed), and only a receive that would otherwise wait raises.
+failed), and only a receive that would otherwise wait raises. An ABORT from a
+group *member* (its reason starts with ``MEMBER_PREFIX``) fails only what
+waits for that member: groups are where protocols keep redundancy (quorum and
+timeout gathers go on without a failed member), so one member's failure must
+not end the session for everyone.
 
 No sockets, no event loop, no clock in here: ``SessionCore`` consumes
 envelopes (``deliver``) and answers questions (``take``). The asyncio side
@@ -39,10 +43,12 @@ from choreo._errors import (
     VersionMismatchError,
 )
 
-__all__ = ["MISMATCH_PREFIX", "SessionCore"]
+__all__ = ["MEMBER_PREFIX", "MISMATCH_PREFIX", "SessionCore"]
 
 #: ABORT payloads that start with this mean "you and I run different sources".
 MISMATCH_PREFIX = "version-mismatch: "
+#: ABORT payloads that start with this come from a failed group member.
+MEMBER_PREFIX = "member-failed: "
 
 
 class SessionCore:
@@ -54,7 +60,17 @@ class SessionCore:
         chash: hash of the choreography source this role runs.
     """
 
-    __slots__ = ("_queues", "_skip", "chash", "failure", "late", "reject", "role", "session")
+    __slots__ = (
+        "_queues",
+        "_skip",
+        "chash",
+        "failed",
+        "failure",
+        "late",
+        "reject",
+        "role",
+        "session",
+    )
 
     def __init__(self, session: str, role: str, chash: str) -> None:
         self.session = session
@@ -69,11 +85,22 @@ class SessionCore:
         self._skip: dict[str, deque[str]] = {}
         #: late quorum replies dropped
         self.late = 0
+        #: group members that failed (their ABORT), and why
+        self.failed: dict[str, ChoreoRuntimeError] = {}
 
     def deliver(self, env: Envelope) -> None:
         """Accept one envelope addressed to this session and role."""
         if env.kind == Kind.ABORT:
             reason = env.payload.decode("utf-8", "replace")
+            if reason.startswith(MEMBER_PREFIX):
+                self.failed.setdefault(
+                    env.sender,
+                    PeerFailedError(
+                        f"{self.role}: group member {env.sender} failed in session "
+                        f"{self.session}: {reason[len(MEMBER_PREFIX) :]}"
+                    ),
+                )
+                return
             if self.failure is None:
                 if reason.startswith(MISMATCH_PREFIX):
                     self.failure = VersionMismatchError(
@@ -137,11 +164,13 @@ class SessionCore:
             return env
         if self.failure is not None:
             raise self.failure
+        if sender in self.failed:
+            raise self.failed[sender]
         return None
 
     def has_from(self, sender: str) -> bool:
-        """Whether an envelope from ``sender`` is queued (or the session failed)."""
-        return bool(self._queues.get(sender)) or self.failure is not None
+        """Whether an envelope from ``sender`` is queued (or the session, or it, failed)."""
+        return bool(self._queues.get(sender)) or self.failure is not None or sender in self.failed
 
     def unread(self) -> int:
         """How many delivered envelopes were never taken."""

@@ -198,3 +198,77 @@ def patient(leader: Role, g: Roles) -> At[list, "leader"]:
     with leader:
         heard = sorted(got)
     return heard
+
+
+@choreography
+def replicated_put(
+    client: Role,
+    primary: Role,
+    backups: Roles,
+    key: At[str, "client"],
+    value: At[int, "client"],
+    pstore: At[dict, "primary"],
+    bstore: At[dict, "backups"],
+) -> At[str, "client"]:
+    """Service mode over a group: waits 0.5 s for acknowledgements, reports how many came."""
+    req = client.send((key, value), to=primary)
+    upd = primary.send(req, to=backups)
+    with backups as b:
+        bstore[upd[0]] = upd[1]
+        ack = b
+    acks = backups.send(ack, to=primary, timeout=0.5)
+    with primary:
+        pstore[req[0]] = req[1]
+        status = f"OK {len(acks)}"
+    r = primary.send(status, to=client)
+    return r
+
+
+@choreography
+def two_requests(leader: Role, g: Roles, x: At[int, "leader"]) -> At[int, "leader"]:
+    """Two messages to every member, then a majority gather."""
+    a = leader.send(x, to=g)
+    b = leader.send(x + 1, to=g)
+    with g:
+        y = a + b
+    got = g.send(y, to=leader, quorum=majority)
+    with leader:
+        n = len(got)
+    return n
+
+
+@choreography
+def from_the_last(leader: Role, g: Roles, x: At[int, "leader"]) -> At[int, "leader"]:
+    """The leader waits for one particular member."""
+    a = leader.send(x, to=g)
+    with g:
+        y = a * 2
+    r = g[-1].send(y, to=leader)
+    return r
+
+
+@choreography
+def route(client: Role, nodes: Roles, key: At[int, "client"]) -> At[int, "client"]:
+    """Routes a request to the member that owns the key (a decision per member)."""
+    with client:
+        owner = nodes[key % len(nodes)]
+        reply = None
+    for n in nodes:
+        if owner == n:
+            k = client.send(key, to=n)
+            with n:
+                v = k * 10
+            reply = n.send(v, to=client)
+    return reply
+
+
+@choreography
+def ask(leader: Role, g: Roles, x: At[int, "leader"]) -> At[int, "leader"]:
+    """A multicast, then a majority gather: tolerates a member that is down."""
+    q = leader.send(x, to=g)
+    with g:
+        y = q + 1
+    got = g.send(y, to=leader, quorum=majority)
+    with leader:
+        n = len(got)
+    return n

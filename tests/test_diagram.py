@@ -208,7 +208,7 @@ def test_every_shipped_choreography_draws_a_valid_diagram(name: str, chor: Any) 
     diagram = choreography_diagram(chor)
     assert validate(diagram) == [], diagram
     lines = [ln.strip() for ln in diagram.splitlines()]
-    assert [ln.split()[1] for ln in lines if ln.startswith("participant ")] == list(chor.parties)
+    assert [ln.split()[-1] for ln in lines if ln.startswith("participant ")] == list(chor.parties)
     arrows = [ln for ln in lines if _MESSAGE.fullmatch(ln)]
     ir = chor._check()
     assert len(arrows) == _sends(ir.body)

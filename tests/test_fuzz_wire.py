@@ -45,6 +45,7 @@ ACCEPTABLE = {
     grpc.StatusCode.OK,
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,  # a Hello or an envelope for a role bob does not host
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.INTERNAL,  # gRPC's answer to bytes that are not a Batch
     grpc.StatusCode.CANCELLED,  # the server ended the call after an error of its own

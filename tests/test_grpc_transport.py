@@ -444,7 +444,7 @@ def test_stream_must_open_with_a_hello_for_this_role() -> None:
 
     assert run(body()) == (
         grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.NOT_FOUND,  # a role this process does not host
         grpc.StatusCode.INVALID_ARGUMENT,
     )
 

@@ -1,8 +1,9 @@
 """One conformance suite for every transport (after trio's ``testing/_check_streams.py``).
 
 Every test takes ``harness``, a factory of connected transports, and runs
-unchanged on the in-process ``LocalNetwork`` and on ``GrpcTransport`` (all
-roles in this process, each with its own server on 127.0.0.1, port 0). Tests
+unchanged on the in-process ``LocalNetwork``, on ``GrpcTransport`` and on
+``TcpTransport`` (all roles in this process, each with its own server on
+127.0.0.1, port 0). Tests
 go through ``Node`` and ``Endpoint`` where the runtime's behaviour is the
 point (sessions, deadlines, selections, aborts, version skew) and through the
 raw ``Transport`` interface where the transport's own contract is (FIFO per
@@ -30,6 +31,7 @@ from choreo._errors import (
     VersionMismatchError,
 )
 from choreo._grpc import GrpcTransport
+from choreo._tcp import TcpTransport
 from choreo._transport import LocalNetwork, Transport
 from tests.inbox import Inbox
 
@@ -81,7 +83,7 @@ class GrpcHarness(Harness):
     max_payload = 4 * MiB
 
     def __init__(self) -> None:
-        self.transports: dict[str, GrpcTransport] = {}
+        self.transports: dict[str, GrpcTransport | TcpTransport] = {}
 
     def transport(self, role: str) -> Transport:
         t = GrpcTransport(role, "127.0.0.1:0")
@@ -96,10 +98,21 @@ class GrpcHarness(Harness):
                     t.add_peer(other.role, other.address)
 
 
-@pytest.fixture(params=["local", "grpc"])
+class TcpHarness(GrpcHarness):
+    def transport(self, role: str) -> Transport:
+        t = TcpTransport(role, "127.0.0.1:0")
+        self.transports[role] = t
+        return t
+
+
+@pytest.fixture(params=["local", "grpc", "tcp"])
 def harness(request: pytest.FixtureRequest) -> Iterator[Callable[[], Harness]]:
     """A factory of harnesses (one per test body) for each transport."""
-    kinds: dict[str, Callable[[], Harness]] = {"local": LocalHarness, "grpc": GrpcHarness}
+    kinds: dict[str, Callable[[], Harness]] = {
+        "local": LocalHarness,
+        "grpc": GrpcHarness,
+        "tcp": TcpHarness,
+    }
     yield kinds[request.param]
 
 
