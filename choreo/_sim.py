@@ -140,7 +140,11 @@ class SimLoop(asyncio.SelectorEventLoop):
         self._now = 0.0
 
     def time(self) -> float:
-        """The virtual clock, in seconds since the loop was made."""
+        """The virtual clock.
+
+        Returns:
+            Virtual seconds since the loop was made.
+        """
         return self._now
 
     def _advance(self) -> None:
@@ -244,18 +248,47 @@ class FaultPlan:
     """
 
     def attach(self, net: SimNetwork) -> None:
-        """Called once, when the run starts, before any message is sent."""
+        """Called once, when the run starts, before any message is sent.
+
+        Args:
+            net: the simulated network.
+        """
 
     def on_send(self, net: SimNetwork, env: Envelope) -> tuple[bool, float]:
-        """Whether to drop ``env`` at once, and how many extra virtual seconds it takes."""
+        """Called at every send of an envelope.
+
+        Args:
+            net: the simulated network.
+            env: the envelope sent.
+
+        Returns:
+            ``(drop, delay)``: whether to drop ``env`` at once, and how many extra
+            virtual seconds it takes.
+        """
         return False, 0.0
 
     def hold(self, net: SimNetwork, env: Envelope) -> bool:
-        """Whether ``env``, due at the head of its queue, must wait for now."""
+        """Asked about an envelope due at the head of its queue.
+
+        Args:
+            net: the simulated network.
+            env: the envelope.
+
+        Returns:
+            Whether ``env`` must wait for now.
+        """
         return False
 
     def on_arrive(self, net: SimNetwork, env: Envelope) -> bool:
-        """``env`` leaves its queue now; return True to drop it instead of delivering it."""
+        """Called when ``env`` leaves its queue.
+
+        Args:
+            net: the simulated network.
+            env: the envelope.
+
+        Returns:
+            True to drop ``env`` instead of delivering it.
+        """
         return False
 
 
@@ -291,6 +324,11 @@ class RandomFaults(FaultPlan):
     partitions: int = field(default=0, init=False)
 
     def attach(self, net: SimNetwork) -> None:
+        """Reset the counts of crashes and partitions for a new run.
+
+        Args:
+            net: the simulated network.
+        """
         self.crashes = self.partitions = 0
 
     def _roles(self, net: SimNetwork) -> list[str]:
@@ -300,6 +338,15 @@ class RandomFaults(FaultPlan):
         return allowed
 
     def on_send(self, net: SimNetwork, env: Envelope) -> tuple[bool, float]:
+        """Draw this send's faults: a crash or partition now, a drop, a delay.
+
+        Args:
+            net: the simulated network.
+            env: the envelope sent.
+
+        Returns:
+            ``(drop, delay)``: whether ``env`` is lost, and its extra virtual seconds.
+        """
         rng = net.rng
         if self.crash and self.crashes < self.max_crashes and rng.random() < self.crash:
             alive = [r for r in self._roles(net) if not net.is_down(r)]
@@ -421,6 +468,11 @@ class Script(FaultPlan):
         self._waiting = False
 
     def attach(self, net: SimNetwork) -> None:
+        """Start the schedule from its first step, performing the leading actions.
+
+        Args:
+            net: the simulated network.
+        """
         self.position, self._waiting = 0, False
         self._run_actions(net)
 
@@ -453,6 +505,15 @@ class Script(FaultPlan):
         net.wake()
 
     def hold(self, net: SimNetwork, env: Envelope) -> bool:
+        """Hold back an envelope that a later ``Deliver``/``Drop`` step names.
+
+        Args:
+            net: the simulated network.
+            env: the envelope.
+
+        Returns:
+            Whether ``env`` must wait for its step.
+        """
         remaining = [s for s in self.steps[self.position :] if isinstance(s, Deliver | Drop)]
         if not any(_matches(s, env) for s in remaining):
             return False
@@ -462,6 +523,15 @@ class Script(FaultPlan):
         return not (isinstance(current, Deliver | Drop) and _matches(current, env))
 
     def on_arrive(self, net: SimNetwork, env: Envelope) -> bool:
+        """Perform the current ``Deliver``/``Drop`` step if it names ``env``.
+
+        Args:
+            net: the simulated network.
+            env: the envelope.
+
+        Returns:
+            True when the step is a ``Drop``: ``env`` is lost.
+        """
         if self.done or self._waiting:
             return False
         current = self.steps[self.position]
@@ -527,43 +597,88 @@ class SimNetwork:
     # -- what fault plans and owners use ------------------------------------
 
     def now(self) -> float:
-        """The virtual time."""
+        """The virtual time.
+
+        Returns:
+            Virtual seconds since the run started.
+        """
         return self.loop.time()
 
     def session_name(self, session: str) -> str:
-        """``s1``, ``s2``, ...: a session's name in the trace, by first appearance."""
+        """A session's name in the trace, by first appearance.
+
+        Args:
+            session: the session's id.
+
+        Returns:
+            ``s1``, ``s2``, ...
+        """
         name = self._sessions.get(session)
         if name is None:
             name = self._sessions[session] = f"s{len(self._sessions) + 1}"
         return name
 
     def call_soon(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn(*args)`` on the loop as soon as possible."""
+        """Run ``fn(*args)`` on the loop as soon as possible.
+
+        Args:
+            fn: the callback.
+            *args: its arguments.
+        """
         self.loop.call_soon(fn, *args)
 
     def call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn(*args)`` after ``delay`` virtual seconds."""
+        """Run ``fn(*args)`` after ``delay`` virtual seconds.
+
+        Args:
+            delay: virtual seconds to wait.
+            fn: the callback.
+            *args: its arguments.
+        """
         self.loop.call_later(delay, fn, *args)
 
     def allow_crash(self, roles: Iterable[str]) -> None:
-        """Let the fault plan crash ``roles`` (in this order)."""
+        """Let the fault plan crash ``roles`` (in this order).
+
+        Args:
+            roles: role (or member) names.
+        """
         for r in roles:
             self._crashable[r] = None
 
     def crashable(self) -> list[str]:
-        """The roles a fault plan may crash, in a fixed order."""
+        """The roles a fault plan may crash.
+
+        Returns:
+            Their names, in a fixed order.
+        """
         return list(self._crashable)
 
     def is_down(self, role: str) -> bool:
-        """Whether ``role`` has crashed and not restarted."""
+        """Whether ``role`` is down.
+
+        Args:
+            role: a role (or member) name.
+
+        Returns:
+            True if it has crashed and not restarted.
+        """
         return role in self._down
 
     def partitioned(self) -> bool:
-        """Whether a partition is active."""
+        """Whether a partition is active.
+
+        Returns:
+            True between a ``partition`` and its ``heal``.
+        """
         return self._sides is not None
 
     def crash(self, role: str) -> None:
-        """Crash ``role``: it stops receiving, and its owner cancels its tasks."""
+        """Crash ``role``: it stops receiving, and its owner cancels its tasks.
+
+        Args:
+            role: a role (or member) name; crashing one that is down does nothing.
+        """
         if role in self._down:
             return
         self._down[role] = None
@@ -576,7 +691,11 @@ class SimNetwork:
             self.on_crash(role)
 
     def restart(self, role: str) -> None:
-        """Bring ``role`` back: it receives again; its owner rebuilds its process."""
+        """Bring ``role`` back: it receives again; its owner rebuilds its process.
+
+        Args:
+            role: a role (or member) name; restarting one that is up does nothing.
+        """
         if role not in self._down:
             return
         del self._down[role]
@@ -585,7 +704,12 @@ class SimNetwork:
             self.on_restart(role)
 
     def partition(self, side_a: Iterable[str], side_b: Iterable[str]) -> None:
-        """Lose every envelope delivered between the two sides until ``heal``."""
+        """Lose every envelope delivered between the two sides until ``heal``.
+
+        Args:
+            side_a: the roles on one side.
+            side_b: the roles on the other side.
+        """
         a, b = tuple(side_a), tuple(side_b)
         self._sides = (frozenset(a), frozenset(b))
         _record(self, "partition", sides=[sorted(a), sorted(b)])
@@ -602,7 +726,14 @@ class SimNetwork:
         self.loop.call_soon(self._pump)
 
     def transport(self, role: str) -> SimTransport:
-        """A transport receiving the envelopes addressed to ``role``."""
+        """A transport receiving the envelopes addressed to ``role``.
+
+        Args:
+            role: a role (or member) name.
+
+        Returns:
+            A new transport, which replaces ``role``'s previous one.
+        """
         self._known.setdefault(role, None)
         transport = self._transports[role] = SimTransport(self, role)
         return transport
@@ -755,7 +886,11 @@ class SimResult:
         return first[0] if first else None
 
     def trace_jsonl(self) -> bytes:
-        """The trace as deterministic JSON lines (see ``trace_jsonl``)."""
+        """The trace as deterministic JSON lines (see ``trace_jsonl``).
+
+        Returns:
+            One JSON record per line, UTF-8.
+        """
         return trace_jsonl(self.trace)
 
 
@@ -951,7 +1086,14 @@ class Simulation:
         self.trace: list[dict[str, Any]] = []
 
     def storage(self, role: str) -> Storage:
-        """The durable storage of ``role``: the same object before and after a crash."""
+        """The durable storage of ``role``: the same object before and after a crash.
+
+        Args:
+            role: a role (or member) name.
+
+        Returns:
+            Its ``Storage``, made empty on first use.
+        """
         store = self._storage.get(role)
         if store is None:
             store = self._storage[role] = Storage()
@@ -998,6 +1140,12 @@ class Simulation:
     def server(self, role: str) -> Server:
         """The running server of ``role`` (a new object after each restart).
 
+        Args:
+            role: a served role.
+
+        Returns:
+            Its current ``Server``.
+
         Raises:
             UsageError: the role is not served or is down.
         """
@@ -1009,6 +1157,12 @@ class Simulation:
     def client(self, name: str) -> Client:
         """A client named ``name``: ``async with sim.client("c1") as c: await c.run(...)``.
 
+        Args:
+            name: the client's name, its address on the simulated network.
+
+        Returns:
+            A client of the served roles, with the simulation's timeout.
+
         Raises:
             UsageError: called outside ``run``.
         """
@@ -1016,15 +1170,28 @@ class Simulation:
         return _SimClient(net, name, list(self._served), self.timeout)
 
     def crash(self, role: str) -> None:
-        """Crash a served role now (from a workload, for scripted scenarios)."""
+        """Crash a served role now (from a workload, for scripted scenarios).
+
+        Args:
+            role: the served role.
+        """
         self._network().crash(role)
 
     def restart(self, role: str) -> None:
-        """Restart a crashed role now."""
+        """Restart a crashed role now.
+
+        Args:
+            role: the crashed role.
+        """
         self._network().restart(role)
 
     def partition(self, side_a: Iterable[str], side_b: Iterable[str]) -> None:
-        """Cut the links between two sides now, until ``heal``."""
+        """Cut the links between two sides now, until ``heal``.
+
+        Args:
+            side_a: the roles on one side.
+            side_b: the roles on the other side.
+        """
         self._network().partition(side_a, side_b)
 
     def heal(self) -> None:
@@ -1032,7 +1199,11 @@ class Simulation:
         self._network().heal()
 
     def now(self) -> float:
-        """The virtual time."""
+        """The virtual time.
+
+        Returns:
+            Virtual seconds since the run started.
+        """
         return self._network().now()
 
     def _network(self) -> SimNetwork:
@@ -1098,5 +1269,9 @@ class Simulation:
             self._net = None
 
     def trace_jsonl(self) -> bytes:
-        """The last run's trace as deterministic JSON lines."""
+        """The last run's trace as deterministic JSON lines.
+
+        Returns:
+            One JSON record per line, UTF-8.
+        """
         return trace_jsonl(self.trace)
