@@ -48,6 +48,9 @@ class Role:
     In a choreography's signature, ``alice: Role`` declares a role. In a
     central run, role parameters are ``Role`` objects: ``with alice:`` does
     nothing and ``alice.send(v, to=bob)`` returns a copy of ``v``.
+
+    Args:
+        name: the role's name.
     """
 
     __slots__ = ("name",)
@@ -65,7 +68,15 @@ class Role:
         return None
 
     def send(self, value: T, *, to: Role | list[Role] | tuple[Role, ...]) -> T:
-        """Central semantics of a send: the receiver gets a copy of ``value``."""
+        """Central semantics of a send: the receiver gets a copy of ``value``.
+
+        Args:
+            value: what is sent.
+            to: the receiving role, or several.
+
+        Returns:
+            A deep copy of ``value``.
+        """
         del to
         return copy.deepcopy(value)
 
@@ -109,9 +120,15 @@ def _sha(text: str) -> str:
 class Choreography:
     """A ``@choreography`` function: call it to run centrally, or project and run it.
 
+    Args:
+        fn: the decorated function.
+
     Attributes:
         name: the function's name.
         file: the file it is defined in.
+
+    Raises:
+        UsageError: ``fn`` is not a function.
     """
 
     def __init__(self, fn: Callable[..., Any]) -> None:
@@ -303,7 +320,15 @@ class Choreography:
                 obj._collect_hashes(seen)
 
     def endpoints(self) -> dict[str, EndpointIR]:
-        """The projection of every role (endpoint IR)."""
+        """The projection of every role (endpoint IR).
+
+        Returns:
+            Every role's (and group's) endpoint IR, by role name.
+
+        Raises:
+            CheckError: the choreography has static errors.
+            ChoreoInternalError: the projection failed (a bug in choreo).
+        """
         checked = self._check()
         key = (self.file, self.hash, self.name)  # the callees take part in the projection
         eirs = _PROJECTED.get(key)
@@ -322,7 +347,11 @@ class Choreography:
         return eirs
 
     def result_roles(self) -> tuple[str, ...] | None:
-        """Roles (and groups) that return the choreography's result (``None``: every role does)."""
+        """Roles (and groups) that return the choreography's result.
+
+        Returns:
+            Their names, or ``None`` when every role does.
+        """
         loc = self._check().result
         if loc is None:
             return None
@@ -335,15 +364,26 @@ class Choreography:
         return role in obj.active_roles()
 
     def active_roles(self) -> tuple[str, ...]:
-        """Roles that communicate or run local code (the others are never started)."""
+        """Roles that communicate or run local code (the others are never started).
+
+        Returns:
+            Their names, in parameter order.
+        """
         return tuple(r for r, e in self.endpoints().items() if e.active)
 
     def project(self, role: str) -> str:
         """The source of ``role``'s endpoint module.
 
+        Args:
+            role: a role (or group) of this choreography.
+
+        Returns:
+            The generated Python source of the endpoint module.
+
         Raises:
             CheckError: the choreography has static errors.
             UsageError: ``role`` is not a role of this choreography.
+            ChoreoInternalError: the code generator failed (a bug in choreo).
         """
         src = self._sources.get(role)
         if src is not None:
@@ -387,6 +427,13 @@ class Choreography:
     # -- central run ----------------------------------------------------------
     def bind_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Map call arguments onto parameters; role parameters default to their own name.
+
+        Args:
+            args: the positional arguments of the call.
+            kwargs: the keyword arguments of the call.
+
+        Returns:
+            Every parameter's value, by parameter name.
 
         Raises:
             UsageError: an input is missing, unknown or given twice.

@@ -52,6 +52,9 @@ class CheckError(ChoreoError):
 
     ``diagnostics`` holds every problem found (not just the first); ``str()``
     renders them as ``file:line:col: error: message`` with source and caret.
+
+    Args:
+        diagnostics: every problem found, in the order they are reported.
     """
 
     def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
@@ -92,7 +95,12 @@ class TransportError(ChoreoRuntimeError):
 
 
 class RoleFailedError(ChoreoRuntimeError):
-    """A role's own local code raised an exception (kept as ``__cause__``)."""
+    """A role's own local code raised an exception (kept as ``__cause__``).
+
+    Args:
+        role: the role whose code raised.
+        message: what ``str()`` of the error says.
+    """
 
     def __init__(self, role: str, message: str) -> None:
         self.role = role
@@ -104,7 +112,11 @@ class UsageError(ChoreoError):
 
 
 class ChoreoInternalError(ChoreoError):
-    """A bug in choreo itself. Please report it with the choreography that triggered it."""
+    """A bug in choreo itself. Please report it with the choreography that triggered it.
+
+    Args:
+        message: what went wrong; the error's text adds that this is a bug in choreo.
+    """
 
     def __init__(self, message: str) -> None:
         super().__init__(f"internal error in choreo (this is a bug, please report it): {message}")

@@ -20,6 +20,13 @@ def module_from_source(source: str, name: str = "choreo_snippet") -> types.Modul
 
     The text is registered with ``linecache`` under a unique pseudo file name,
     so choreographies defined in it can be checked, projected and run.
+
+    Args:
+        source: the module's Python source.
+        name: the prefix of the module's name and pseudo file name.
+
+    Returns:
+        The executed module, also registered in ``sys.modules``.
     """
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     filename = f"<{name}-{digest}>"

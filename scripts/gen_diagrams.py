@@ -76,7 +76,7 @@ def redraw(text: str) -> str:
 def main() -> None:
     OUTPUT.write_text(render())
     print(f"wrote {OUTPUT.relative_to(ROOT)}")
-    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         if page != OUTPUT and page.read_text() != (text := redraw(page.read_text())):
             page.write_text(text)
             print(f"wrote {page.relative_to(ROOT)}")

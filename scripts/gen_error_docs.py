@@ -29,8 +29,8 @@ offending code and, when there is an obvious fix, a hint. Checking goes on after
 an error, so every problem in a file is reported in one run; `choreo check`
 ends with `N errors in FILE` and exits with status 1.
 
-The examples are complete files; `tests/test_mustfail.py` runs each of them and
-compares the output with this page (regenerate it with
+The examples are complete files; `tests/test_mustfail.py` and `tests/test_docs.py`
+run each of them and compare the output with this page (regenerate it with
 `python scripts/gen_error_docs.py`). The must-fail suite in `tests/mustfail/`
 has at least one case for every error.
 """

@@ -85,7 +85,7 @@ from choreo._diagram import choreography_diagram
 from choreo._loader import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 COMMAND_TIMEOUT = 60
 
 #: commands of sh/console blocks that are not run: regex (matched at the start) -> why
