@@ -444,8 +444,13 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[Path, Page]
     for page in made.values():
         linecache.cache.pop(page.filename, None)
     # what the pages imported from their own copies (load_file) must not shadow the repo's
+    # (only those: the repository and the virtualenv may live under the temporary directory
+    # too, and a library imported twice breaks, e.g. cryptography's curves stop being its
+    # EllipticCurve instances)
+    keep = (str(ROOT), sys.prefix)
     for name in set(sys.modules) - set(modules):
-        if str(getattr(sys.modules[name], "__file__", "") or "").startswith(tempfile.gettempdir()):
+        file = str(getattr(sys.modules[name], "__file__", "") or "")
+        if file.startswith(tempfile.gettempdir()) and not file.startswith(keep):
             del sys.modules[name]
     for name, mod in modules.items():
         if sys.modules.get(name) is not mod:
