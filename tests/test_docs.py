@@ -28,7 +28,14 @@ Blocks that are run, in page order (a block may use what earlier ones did):
   and ports go, is not compared).
 * ```` ```toml ````: parsed with choreo's cluster loader. A block whose first
   line is ``# NAME.toml`` is also written to NAME in the page's directory,
-  where later commands find it.
+  where later commands find it, with every ``127.0.0.1:PORT`` it names moved to
+  a port free at the time (the same one wherever the page names that address).
+* ```` ```sh ```` after ``<!-- servers -->``: every command is a ``choreo
+  serve ...``, started in the background in the page's directory; the block is
+  done when every server says it is serving, and the servers are stopped when
+  the page's tests end. The ``python`` blocks after it can then be clients
+  (a block may use ``await`` and ``async with`` at top level: it then runs
+  with ``asyncio.run``).
 * ```` ```text ```` after ``<!-- output -->``: must equal the stdout of the block
   before it (the last command of a ``sh`` block, or what a ``python`` block
   printed).
@@ -59,14 +66,18 @@ or with an unknown one fails.
 from __future__ import annotations
 
 import ast
+import asyncio
 import contextlib
+import inspect
 import io
 import json
 import linecache
 import os
 import re
+import select
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -83,6 +94,7 @@ from choreo._cli import main as cli_main
 from choreo._cluster import load_cluster
 from choreo._diagram import choreography_diagram
 from choreo._loader import load_file
+from choreo._process import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -105,7 +117,8 @@ NOT_RUN: dict[str, str] = {
 }
 
 LANGUAGES = {"python", "sh", "console", "toml", "text", "mermaid", "json"}
-ANNOTATIONS = {"not run", "projection", "excerpt", "error example", "output", "diagram"}
+ANNOTATIONS = {"not run", "projection", "excerpt", "error example", "output", "diagram", "servers"}
+SERVER_START = 60  # seconds a `choreo serve` of a servers block may take to say it serves
 _FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
 _NOTE = re.compile(r"^\s*<!--\s*(.*?)\s*-->\s*$")
 
@@ -140,7 +153,7 @@ class Block:
         """Run in page order, in the page's namespace and directory."""
         if self.note is None:
             return self.lang in {"python", "sh", "console", "toml"}
-        return self.kind == "output"
+        return self.kind in ("output", "servers")
 
 
 def parse_blocks(page: Path) -> list[Block]:
@@ -208,8 +221,18 @@ def _with_expectations(tree: ast.Module, source: str) -> ast.Module:
         if tok.type == tokenize.COMMENT:
             comments[tok.start[0]] = (tok.start[1], tok.string[1:].strip())
     lines = source.splitlines()
+    tree.body = _expect_in(tree.body, comments, lines)
+    return ast.fix_missing_locations(tree)
+
+
+def _expect_in(
+    stmts: list[ast.stmt], comments: dict[int, tuple[int, str]], lines: list[str]
+) -> list[ast.stmt]:
+    """``_with_expectations`` for one body; the bodies of ``(async) with`` blocks too."""
     body: list[ast.stmt] = []
-    for node in tree.body:
+    for node in stmts:
+        if isinstance(node, ast.With | ast.AsyncWith):
+            node.body = _expect_in(node.body, comments, lines)
         comment = None
         if isinstance(node, ast.Expr) and node.end_lineno is not None:
             end = node.end_lineno
@@ -226,8 +249,7 @@ def _with_expectations(tree: ast.Module, source: str) -> ast.Module:
             )
             node = ast.copy_location(ast.Expr(call), node)
         body.append(node)
-    tree.body = body
-    return ast.fix_missing_locations(tree)
+    return body
 
 
 def _expect(value: Any, literal: str, line: int) -> None:
@@ -329,6 +351,8 @@ class Page:
     failed: str | None = None  # the id of the block that failed
     output: str | None = None  # stdout of the last block that ran something
     lines: list[str] = field(default_factory=list, repr=False)
+    servers: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+    ports: dict[str, str] = field(default_factory=dict)  # address in the page -> the one used
 
     @property
     def filename(self) -> str:
@@ -349,7 +373,9 @@ class Page:
                 raise
 
     def run(self, b: Block) -> None:
-        if b.kind == "output":
+        if b.kind == "servers":
+            self.start_servers(b)
+        elif b.kind == "output":
             assert self.output is not None, "`<!-- output -->` but nothing ran before it"
             assert _normal(b.code) == _normal(self.output), (
                 f"the output shown differs from what the block before printed:\n{self.output}"
@@ -370,9 +396,50 @@ class Page:
                     f"`{command}` printed:\n{self.output}\nthe page shows:\n{expected}"
                 )
         elif b.lang == "toml":
-            check_toml(b, self.workdir)
+            check_toml(b, self.workdir, self.ports)
         else:  # pragma: no cover - Block.runs lists the languages above
             raise AssertionError(b.lang)
+
+    def start_servers(self, b: Block) -> None:
+        assert b.lang == "sh", "`<!-- servers -->` goes before a sh block of `choreo serve`s"
+        started = []
+        for command in sh_commands(b.code):
+            argv = choreo_argv(command)
+            assert argv is not None and argv[:1] == ["serve"], (
+                f"a servers block holds `choreo serve` commands only, not {command!r}"
+            )
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "choreo._cli", *argv],
+                cwd=self.workdir,
+                env=_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            self.servers.append(proc)
+            started.append((command, proc))
+        for command, proc in started:
+            assert proc.stderr is not None
+            ready, _, _ = select.select([proc.stderr], [], [], SERVER_START)
+            line = proc.stderr.readline().decode() if ready else ""
+            assert " serving " in line, (
+                f"`{command}` did not say it serves within {SERVER_START} s: "
+                f"{line + proc.stderr.read().decode() if proc.poll() is not None else line!r}"
+            )
+
+    def close(self) -> None:
+        """Stop the page's servers."""
+        for proc in self.servers:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.servers:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+        self.servers.clear()
 
     def shell(self, command: str) -> str:
         argv = choreo_argv(command)
@@ -420,8 +487,12 @@ class Page:
         tree = _with_expectations(ast.parse(source, self.filename), source)
         before = {id(v) for v in self.namespace.values()}
         out = io.StringIO()
+        code = compile(tree, self.filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
         with contextlib.chdir(self.workdir), contextlib.redirect_stdout(out):
-            exec(compile(tree, self.filename, "exec"), self.namespace)
+            if code.co_flags & inspect.CO_COROUTINE:  # top-level await: a client's block
+                asyncio.run(eval(code, self.namespace))
+            else:
+                exec(code, self.namespace)
         self.output = out.getvalue()
         for value in list(self.namespace.values()):
             if isinstance(value, Choreography) and id(value) not in before:
@@ -442,6 +513,7 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[Path, Page]
 
     yield Pages()
     for page in made.values():
+        page.close()
         linecache.cache.pop(page.filename, None)
     # what the pages imported from their own copies (load_file) must not shadow the repo's
     # (only those: the repository and the virtualenv may live under the temporary directory
@@ -460,7 +532,7 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[Path, Page]
 # -- the checks ----------------------------------------------------------------------
 
 
-def check_toml(b: Block, workdir: Path) -> None:
+def check_toml(b: Block, workdir: Path, ports: dict[str, str]) -> None:
     first = b.code.splitlines()[0] if b.code else ""
     named = re.fullmatch(r"#\s*(\S+\.toml)\s*", first)
     with tempfile.TemporaryDirectory() as tmp:
@@ -468,7 +540,12 @@ def check_toml(b: Block, workdir: Path) -> None:
         path.write_text(b.code)
         load_cluster(path)
     if named:
-        (workdir / named.group(1)).write_text(b.code)
+        # the page's fixed ports may be taken on this machine: its copy uses free ones
+        shown = sorted(set(re.findall(r"127\.0\.0\.1:[1-9][0-9]*", b.code)) - set(ports))
+        for address, port in zip(shown, free_ports(len(shown)), strict=True):
+            ports[address] = f"127.0.0.1:{port}"
+        text = re.sub(r"127\.0\.0\.1:[1-9][0-9]*", lambda m: ports.get(m[0], m[0]), b.code)
+        (workdir / named.group(1)).write_text(text)
 
 
 def check_not_run(b: Block) -> None:
