@@ -38,7 +38,8 @@ successful accept, every slot up to the new one is decided at the leader, and
 it can answer.
 
 Acceptor state, durable (``store``): ``promised``, ``accepted`` (slot ->
-``(ballot, value)``), ``events`` (its promises and accepts, for the tests).
+``(ballot, value)``), and ``events`` (its promises and accepts, for the tests)
+if the store holds an ``events`` list when served (without one, none is kept).
 Learner state, durable: ``log`` (slot -> value) and ``decided`` (every
 ``(slot, value)`` it was told, for the tests). Leader state (``leader``) is
 volatile: lost on a crash, after which the replica must be elected again
@@ -85,7 +86,10 @@ def _ballot(b: Any) -> Ballot | None:
 
 
 def _record(store: dict[str, Any], event: tuple[Any, ...]) -> None:
-    store["events"] = [*store.get("events", []), event]
+    """Append ``event`` to ``store["events"]`` if the store keeps a log (see above)."""
+    events = store.get("events")
+    if isinstance(events, list):
+        events.append(event)
 
 
 def _members(store: dict[str, Any], census: tuple[str, ...]) -> bool:

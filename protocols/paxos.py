@@ -30,10 +30,12 @@ the highest promise the proposer heard of; the proposer retries in a later
 session with a higher round (``next_ballot``). An attempt whose quorum never
 answers fails at its deadline; the proposer retries the same way.
 
-Acceptor state, in its ``Storage`` (``astore``): ``promised`` (a ballot),
-``accepted`` (``(ballot, value)`` or ``None``) and ``events``, the log of its
-promises and accepts (for the tests). Learner state (``lstore``):
-``learned`` (the value) and ``events``, every ``(ballot, value)`` it learned.
+Acceptor state, in its ``Storage`` (``astore``): ``promised`` (a ballot) and
+``accepted`` (``(ballot, value)`` or ``None``). Learner state (``lstore``):
+``learned`` (the value). A store that holds an ``events`` list when served
+also gets a log appended to it: an acceptor's promises and accepts, a
+learner's every ``(ballot, value)`` learned (the tests check them); without
+one, a long-running server keeps constant state.
 
 Guarantee: agreement (no two learners, and no two proposers told "chosen",
 ever hold different values), validity (only a proposed value is chosen), and
@@ -75,13 +77,20 @@ def next_ballot(ballot: tuple[int, int], seen: tuple[int, int] | None) -> tuple[
     return (round_ + 1, ballot[1])
 
 
+def _log(store: dict[str, Any], event: tuple[Any, ...]) -> None:
+    """Append ``event`` to ``store["events"]`` if the store keeps a log (see above)."""
+    events = store.get("events")
+    if isinstance(events, list):
+        events.append(event)
+
+
 def on_prepare(astore: dict[str, Any], n: tuple[int, int]) -> tuple[Any, ...]:
     """Acceptor, Prepare(n): promise ``n`` if above the current promise; answer the promise."""
     n = tuple(n)
     promised = astore.get("promised")
     if promised is None or n > promised:
         astore["promised"] = promised = n
-        astore["events"] = [*astore.get("events", []), ("promise", n)]
+        _log(astore, ("promise", n))
     return ("promise", promised, astore.get("accepted"))
 
 
@@ -93,7 +102,7 @@ def on_accept(astore: dict[str, Any], proposal: tuple[Any, Any]) -> tuple[Any, .
         return ("refused", promised)
     astore["promised"] = n
     astore["accepted"] = (n, v)
-    astore["events"] = [*astore.get("events", []), ("accept", n, v)]
+    _log(astore, ("accept", n, v))
     return ("accepted", n, v)
 
 
@@ -119,7 +128,7 @@ def on_accepted(lstore: dict[str, Any], heard: dict[str, tuple[Any, ...]], accep
             counts[key] = counts.get(key, 0) + 1
     for (n, v), count in counts.items():
         if 2 * count > acceptors:
-            lstore["events"] = [*lstore.get("events", []), (n, v)]
+            _log(lstore, (n, v))
             lstore.setdefault("learned", v)
 
 

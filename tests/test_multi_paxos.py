@@ -34,6 +34,7 @@ def cluster(seed: int, faults: Any = None) -> Simulation:
     sim = Simulation(seed=seed, faults=faults, timeout=TIMEOUT)
     for name in REPLICAS:
         # the acceptor and learner state is durable, the leadership is not
+        sim.storage(name)["events"] = []  # keep the promise/accept log for the checks
         sim.serve(name, mp, state=lambda n=name: {"store": sim.storage(n), "leader": {}})
     return sim
 

@@ -119,7 +119,7 @@ class Cluster:
 
     def _state(self, member: str, name: str, durable: bool) -> Callable[[], dict[str, Any]]:
         if durable:
-            return lambda: {name: self.sim.storage(member)}
+            return lambda: {name: _logged(self.sim.storage(member))}
         return lambda: {name: {}}  # lost on a crash
 
     async def attempt(self, client: Any, name: str, value: Any, ballot: Any) -> tuple[Any, ...]:
@@ -253,6 +253,12 @@ def test_one_proposer_retrying_with_a_majority_up_decides(seed: int) -> None:
 # -- the classic walkthrough ------------------------------------------------------------
 
 
+def _logged(store: Storage) -> Storage:
+    """``store``, keeping the protocol's event log (an ``events`` list) from now on."""
+    store.setdefault("events", [])
+    return store
+
+
 def _session(
     value: str, ballot: tuple[int, int], stores: dict[str, Any], script: Script, seed: int
 ) -> SimResult:
@@ -272,8 +278,8 @@ def _session(
 
 def test_walkthrough_a_value_accepted_by_a_majority_survives_a_higher_ballot() -> None:
     stores = {
-        "acceptors": {m: Storage() for m in _group("acceptors", 3)},
-        "learners": {m: Storage() for m in _group("learners", 2)},
+        "acceptors": {m: Storage(events=[]) for m in _group("acceptors", 3)},
+        "learners": {m: Storage(events=[]) for m in _group("learners", 2)},
     }
     a, ls = stores["acceptors"], stores["learners"]
     # Proposer 1, ballot (2, 1), value A: its Accept reaches acceptors 0 and 1 only (a

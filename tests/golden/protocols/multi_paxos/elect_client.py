@@ -5,5 +5,5 @@
 
 async def elect_client(ep):
     replicas = ep.group("replicas")
-    outcome = await ep.recv_from(replicas[0], "multi_paxos.py:298")  # multi_paxos.py:298
+    outcome = await ep.recv_from(replicas[0], "multi_paxos.py:302")  # multi_paxos.py:302
     return outcome

@@ -7,12 +7,12 @@ async def elect_replicas(ep, store, leader):
     replicas = ep.group("replicas")
     if ep.me == replicas[0]:
         prepare = start_election(store, leader, replicas)
-        await ep.send_to(replicas, prepare, "multi_paxos.py:292")  # multi_paxos.py:292
-    prepare = await ep.recv_from(replicas[0], "multi_paxos.py:292")  # multi_paxos.py:292
+        await ep.send_to(replicas, prepare, "multi_paxos.py:296")  # multi_paxos.py:296
+    prepare = await ep.recv_from(replicas[0], "multi_paxos.py:296")  # multi_paxos.py:296
     promise = on_prepare(store, prepare)
-    await ep.send_to(replicas[0], promise, "multi_paxos.py:295")  # multi_paxos.py:295
+    await ep.send_to(replicas[0], promise, "multi_paxos.py:299")  # multi_paxos.py:299
     if ep.me == replicas[0]:
-        promises = await ep.gather(replicas, "multi_paxos.py:295", quorum=majority)  # multi_paxos.py:295
+        promises = await ep.gather(replicas, "multi_paxos.py:299", quorum=majority)  # multi_paxos.py:299
         outcome = end_election(store, leader, prepare, promises, replicas)
-        await ep.send_to("client", outcome, "multi_paxos.py:298")  # multi_paxos.py:298
+        await ep.send_to("client", outcome, "multi_paxos.py:302")  # multi_paxos.py:302
     return None

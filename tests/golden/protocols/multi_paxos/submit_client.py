@@ -5,6 +5,6 @@
 
 async def submit_client(ep, op):
     replicas = ep.group("replicas")
-    await ep.send_to(replicas[0], op, "multi_paxos.py:310")  # multi_paxos.py:310
-    answer = await ep.recv_from(replicas[0], "multi_paxos.py:324")  # multi_paxos.py:324
+    await ep.send_to(replicas[0], op, "multi_paxos.py:314")  # multi_paxos.py:314
+    answer = await ep.recv_from(replicas[0], "multi_paxos.py:328")  # multi_paxos.py:328
     return answer

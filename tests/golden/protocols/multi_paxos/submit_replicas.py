@@ -6,19 +6,19 @@
 async def submit_replicas(ep, store, leader):
     replicas = ep.group("replicas")
     if ep.me == replicas[0]:
-        request = await ep.recv_from("client", "multi_paxos.py:310")  # multi_paxos.py:310
+        request = await ep.recv_from("client", "multi_paxos.py:314")  # multi_paxos.py:314
         batch = propose(store, leader, request, replicas)
-        await ep.send_to(replicas, batch, "multi_paxos.py:313")  # multi_paxos.py:313
-    batch = await ep.recv_from(replicas[0], "multi_paxos.py:313")  # multi_paxos.py:313
+        await ep.send_to(replicas, batch, "multi_paxos.py:317")  # multi_paxos.py:317
+    batch = await ep.recv_from(replicas[0], "multi_paxos.py:317")  # multi_paxos.py:317
     reply = on_accept(store, batch)
-    await ep.send_to(replicas[0], reply, "multi_paxos.py:316")  # multi_paxos.py:316
+    await ep.send_to(replicas[0], reply, "multi_paxos.py:320")  # multi_paxos.py:320
     if ep.me == replicas[0]:
-        replies = await ep.gather(replicas, "multi_paxos.py:316", quorum=majority)  # multi_paxos.py:316
+        replies = await ep.gather(replicas, "multi_paxos.py:320", quorum=majority)  # multi_paxos.py:320
         decided = tally(store, leader, batch, replies, replicas)
-        await ep.send_to(replicas, decided, "multi_paxos.py:319")  # multi_paxos.py:319
-    decided = await ep.recv_from(replicas[0], "multi_paxos.py:319")  # multi_paxos.py:319
+        await ep.send_to(replicas, decided, "multi_paxos.py:323")  # multi_paxos.py:323
+    decided = await ep.recv_from(replicas[0], "multi_paxos.py:323")  # multi_paxos.py:323
     learn(store, decided)
     if ep.me == replicas[0]:
         answer = respond(store, leader, batch)
-        await ep.send_to("client", answer, "multi_paxos.py:324")  # multi_paxos.py:324
+        await ep.send_to("client", answer, "multi_paxos.py:328")  # multi_paxos.py:328
     return None

@@ -6,12 +6,12 @@
 async def propose_acceptors(ep, astore):
     acceptors = ep.group("acceptors")
     learners = ep.group("learners")
-    n = await ep.recv_from("proposer", "paxos.py:140")  # paxos.py:140
+    n = await ep.recv_from("proposer", "paxos.py:149")  # paxos.py:149
     promise = on_prepare(astore, n)
-    await ep.send_to("proposer", promise, "paxos.py:143")  # paxos.py:143
-    if await ep.offer("proposer", "paxos.py:147"):  # paxos.py:147
-        proposal = await ep.recv_from("proposer", "paxos.py:151")  # paxos.py:151
+    await ep.send_to("proposer", promise, "paxos.py:152")  # paxos.py:152
+    if await ep.offer("proposer", "paxos.py:156"):  # paxos.py:156
+        proposal = await ep.recv_from("proposer", "paxos.py:160")  # paxos.py:160
         accepted = on_accept(astore, proposal)
-        await ep.send_to(learners, accepted, "paxos.py:154")  # paxos.py:154
-        await ep.send_to("proposer", accepted, "paxos.py:157")  # paxos.py:157
+        await ep.send_to(learners, accepted, "paxos.py:163")  # paxos.py:163
+        await ep.send_to("proposer", accepted, "paxos.py:166")  # paxos.py:166
     return None

@@ -6,7 +6,7 @@
 async def propose_learners(ep, lstore):
     acceptors = ep.group("acceptors")
     learners = ep.group("learners")
-    if await ep.offer("proposer", "paxos.py:147"):  # paxos.py:147
-        heard = await ep.gather(acceptors, "paxos.py:154", timeout=LEARN_TIMEOUT)  # paxos.py:154
+    if await ep.offer("proposer", "paxos.py:156"):  # paxos.py:156
+        heard = await ep.gather(acceptors, "paxos.py:163", timeout=LEARN_TIMEOUT)  # paxos.py:163
         on_accepted(lstore, heard, len(acceptors))
     return None

@@ -8,14 +8,14 @@ async def propose_proposer(ep, value, ballot):
     learners = ep.group("learners")
     mine = tuple(ballot)
     prepare = mine
-    await ep.send_to(acceptors, prepare, "paxos.py:140")  # paxos.py:140
-    promises = await ep.gather(acceptors, "paxos.py:143", quorum=majority)  # paxos.py:143
+    await ep.send_to(acceptors, prepare, "paxos.py:149")  # paxos.py:149
+    promises = await ep.gather(acceptors, "paxos.py:152", quorum=majority)  # paxos.py:152
     granted = all(tuple(p[1]) == mine for p in promises.values())
     v, highest = choose_value(promises, value)
-    if await ep.select(granted, (acceptors, learners), "paxos.py:147"):  # paxos.py:147
+    if await ep.select(granted, (acceptors, learners), "paxos.py:156"):  # paxos.py:156
         accept = (mine, v)
-        await ep.send_to(acceptors, accept, "paxos.py:151")  # paxos.py:151
-        votes = await ep.gather(acceptors, "paxos.py:157", quorum=majority)  # paxos.py:157
+        await ep.send_to(acceptors, accept, "paxos.py:160")  # paxos.py:160
+        votes = await ep.gather(acceptors, "paxos.py:166", quorum=majority)  # paxos.py:166
         refusals = [tuple(x[1]) for x in votes.values() if x[0] == "refused"]
         if refusals:
             outcome = ("retry", None, max(refusals))
