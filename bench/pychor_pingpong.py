@@ -1,7 +1,7 @@
 """Benchmark: PyChor's TCP backend against choreo's TCP transport, ping-pong round trips.
 
-    pip install -e ".[bench]"          # pychor==0.4.0
-    .venv/bin/python bench/pychor_pingpong.py [--reps 7] [--rtt 2000] [--uvloop]
+    pip install -e ".[bench,fast]"     # pychor==0.4.0, uvloop
+    .venv/bin/python bench/pychor_pingpong.py [--reps 7] [--rtt 2000] [--no-uvloop] [--quick]
 
 Four OS processes, started with ``subprocess``, all on 127.0.0.1, each pair
 idle while the other measures; the repetitions are interleaved (rep 1 of every
@@ -18,15 +18,18 @@ row, then rep 2, ...), so that the machine's noise hits every row alike:
   matching, deadline), and a round through the bare transport
   (``send`` and the ``deliver`` callback: no codec, no session).
 
-With ``--uvloop`` (``pip install uvloop``; not a dependency of choreo), a
-second pair of choreo processes runs the same two rows on uvloop's event loop.
+When uvloop is installed (``pip install 'choreo[fast]'``), a second pair of
+choreo processes runs the same two rows on uvloop's event loop (``--no-uvloop``
+leaves them out; ``--uvloop`` fails if uvloop is missing).
 
-Payload: 16 bytes. Prints median, min and max per row (wall-clock
-microseconds per round trip) and the ratio of each median to PyChor's, and
-the median CPU time both processes of the row spent per round trip (user +
-system, ``time.process_time``): the work done, which a busy machine disturbs
-far less than the latency. Not run by the tests; no
-timing is asserted anywhere.
+Payload: 16 bytes. Prints (stdout, Markdown, ``bench/_table.py``) median, min
+and max per row (wall-clock microseconds per round trip) and the ratio to
+PyChor's of the same repetition; then the same for the CPU time both
+processes of the row spent per round trip (user + system,
+``time.process_time``): the work done, which a busy machine disturbs far less
+than the latency. Progress goes to stderr. ``--quick``: 3 repetitions of 200
+round trips, a smoke test (about 10 s). Not run by the tests; no timing is
+asserted anywhere.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ import argparse
 import asyncio
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -275,12 +277,26 @@ def _run(coro: Any, uvloop: bool) -> None:
         asyncio.run(coro)
 
 
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--rtt", type=int, default=2000, help="round trips per repetition")
     parser.add_argument(
-        "--uvloop", action="store_true", help="also run choreo on uvloop (pip install uvloop)"
+        "--uvloop",
+        action="store_true",
+        help="insist on the uvloop rows (they are there by default when uvloop is installed)",
+    )
+    parser.add_argument("--no-uvloop", action="store_true", help="leave out the uvloop rows")
+    parser.add_argument(
+        "--quick", action="store_true", help="3 repetitions of 200 round trips (a smoke test)"
     )
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--ports", nargs=2, type=int, help=argparse.SUPPRESS)
@@ -294,12 +310,19 @@ def main() -> None:
     if args.role in ("a", "a-uvloop"):
         _run(choreo_a(args.ports), args.role.endswith("uvloop"))
         return
+    if args.quick:
+        args.reps, args.rtt = 3, 200
 
     try:
         import pychor  # noqa: F401
     except ImportError:
         raise SystemExit("PyChor is not installed: pip install -e '.[bench]'") from None
+    if args.uvloop and not _has_uvloop():
+        raise SystemExit("uvloop is not installed: pip install -e '.[fast]'")
+    with_uvloop = _has_uvloop() and not args.no_uvloop
     from importlib.metadata import version
+
+    from bench._table import Row, markdown
 
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
@@ -308,11 +331,12 @@ def main() -> None:
     ports = [str(p) for p in _free_ports(2)]
     started = time.perf_counter()
     workers: list[Worker] = []
+    rows: dict[str, list[float]] = {}
     try:
         alice = Worker([*me, "--role", "alice", "--ports", *ports], env)
         bob = Worker([*me, "--role", "bob", "--ports", *ports], env)
         workers += [alice, bob]
-        loops = ["asyncio", "uvloop"] if args.uvloop else ["asyncio"]
+        loops = ["asyncio", "uvloop"] if with_uvloop else ["asyncio"]
         choreo: dict[str, Worker] = {}
         for loop in loops:
             suffix = "" if loop == "asyncio" else "-uvloop"
@@ -348,15 +372,15 @@ def main() -> None:
                     steps.append((key, lambda loop=loop, kind=kind: choreo_rtt(loop, kind, n)))
             return steps
 
+        print("pychor_pingpong: warming up", file=sys.stderr, flush=True)
         for _, measure in plan(max(args.rtt // 4, 50)):  # untimed warm-up pass
             measure()
-        rows: dict[str, list[float]] = {}
-        cpus: dict[str, list[float]] = {}
-        for _ in range(args.reps):
+        for rep in range(args.reps):
+            print(f"pychor_pingpong: repetition {rep + 1}/{args.reps}", file=sys.stderr, flush=True)
             for name, measure in plan(args.rtt):
                 wall, cpu = measure()
                 rows.setdefault(name, []).append(wall)
-                cpus.setdefault(name, []).append(cpu)
+                rows.setdefault(f"cpu:{name}", []).append(cpu)
         for w in workers:
             w.tell("stop")
         for w in workers:
@@ -366,29 +390,25 @@ def main() -> None:
             if w.proc.poll() is None:
                 w.proc.kill()
                 w.proc.wait()
+    spec = SPEC + (UVLOOP_SPEC if with_uvloop else [])
     print(
         f"PyChor vs choreo ping-pong: 4 processes on 127.0.0.1, 16-byte payloads, {args.reps} "
         f"interleaved repetitions of {args.rtt} round trips (python {sys.version.split()[0]}, "
-        f"pychor {version('pychor')})\n"
+        f"pychor {version('pychor')}"
+        + (f", uvloop {version('uvloop')}" if with_uvloop else "")
+        + "). Latency, wall-clock per round trip:\n"
     )
-    spec = SPEC + (UVLOOP_SPEC if args.uvloop else [])
-    width = max(len(title) for title, _ in spec)
-    base = statistics.median(rows["pychor"])
-    cpu_base = statistics.median(cpus["pychor"])
+    print(markdown([Row(title, key, "pychor", "us") for title, key in spec], rows))
     print(
-        f"| {'round trip':<{width}} | median us |    min us |    max us | vs PyChor "
-        "| CPU us, both | CPU vs PyChor |"
+        "\nCPU time both processes of a row spend per round trip (user + system; "
+        "a busy machine disturbs it far less than the latency):\n"
     )
-    print(f"|{'-' * (width + 2)}|----------:|----------:|----------:|----------:|---:|---:|")
-    for title, key in spec:
-        vals = rows[key]
-        med = statistics.median(vals)
-        cpu = statistics.median(cpus[key])
-        print(
-            f"| {title:<{width}} | {med:>9.1f} | {min(vals):>9.1f} | {max(vals):>9.1f} | "
-            f"{med / base:>8.2f}x | {cpu:>12.1f} | {cpu / cpu_base:>12.2f}x |"
+    print(
+        markdown(
+            [Row(f"CPU: {title}", f"cpu:{key}", "cpu:pychor", "us") for title, key in spec], rows
         )
-    print(f"\ntotal {time.perf_counter() - started:.1f}s")
+    )
+    print(f"\npychor_pingpong: total {time.perf_counter() - started:.1f}s", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: choreo's TCP transport against its gRPC transport and raw asyncio TCP.
 
-    .venv/bin/python bench/tcp.py [--reps 5] [--rtt 2000] [--oneway 6400]
+    .venv/bin/python bench/tcp.py [--reps 5] [--rtt 2000] [--oneway 6400] [--quick]
 
 Two OS processes, started with ``subprocess`` (never fork: see PERF-NOTES):
 
@@ -22,9 +22,12 @@ Rows:
 * one-way: messages a -> b as fast as a can send them, b answering once at the
   end, with 1 and with 64 concurrent sessions, on both transports.
 
-Prints a table: median, min and max over the repetitions, and the ratio of
-the median to the row's baseline (round trips: lower is better; messages/s:
-higher is better). Not run by the tests; no timing is asserted anywhere.
+Prints (stdout, Markdown, ``bench/_table.py``) a table: median, min and max
+over the repetitions, and the ratio to the row's baseline of the same
+repetition (round trips: lower is better; messages/s: higher is better).
+Progress goes to stderr. ``--quick``: 2 repetitions with tiny counts, a smoke
+test (about 10 s). Both processes run on asyncio's event loop, or on uvloop's
+with ``--uvloop``. Not run by the tests; no timing is asserted anywhere.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import struct
 import subprocess
 import sys
@@ -47,6 +49,7 @@ if str(ROOT) not in sys.path:
 
 import grpc  # noqa: E402
 
+from bench._table import Row, markdown  # noqa: E402
 from choreo._endpoint import Endpoint, Node  # noqa: E402
 from choreo._envelope import Envelope, Kind  # noqa: E402
 from choreo._grpc import GrpcTransport  # noqa: E402
@@ -240,6 +243,7 @@ async def client(ports: list[int], reps: int, rtt_n: int, oneway_n: int) -> None
         await measure
     rows: dict[str, list[float]] = {}
     for rep in range(reps):
+        print(f"tcp: repetition {rep + 1}/{reps}", file=sys.stderr, flush=True)
         for name, measure in plan(rep):
             rows.setdefault(name, []).append(await measure)
     stats = tcp.transport.stats  # type: ignore[attr-defined]
@@ -257,34 +261,26 @@ async def client(ports: list[int], reps: int, rtt_n: int, oneway_n: int) -> None
 # -- driver ------------------------------------------------------------------
 
 SPEC = [
-    ("round trip: asyncio streams echo, hand-written (baseline)", "rtt_raw", "rtt_raw", "us"),
-    ("round trip: bare TcpTransport send/deliver", "rtt_bare", "rtt_raw", "us"),
-    ("round trip: choreo TcpTransport, Node/Endpoint", "rtt_tcp", "rtt_raw", "us"),
-    ("round trip: choreo GrpcTransport, Node/Endpoint", "rtt_grpc", "rtt_raw", "us"),
-    ("one-way: choreo GrpcTransport, 1 session (baseline)", "ow_grpc_1", "ow_grpc_1", "msg/s"),
-    ("one-way: choreo TcpTransport, 1 session", "ow_tcp_1", "ow_grpc_1", "msg/s"),
-    ("one-way: choreo GrpcTransport, 64 sessions (baseline)", "ow_grpc_64", "ow_grpc_64", "msg/s"),
-    ("one-way: choreo TcpTransport, 64 sessions", "ow_tcp_64", "ow_grpc_64", "msg/s"),
+    Row("round trip: asyncio streams echo, hand-written (baseline)", "rtt_raw", "rtt_raw", "us"),
+    Row("round trip: bare TcpTransport send/deliver", "rtt_bare", "rtt_raw", "us"),
+    Row("round trip: choreo TcpTransport, Node/Endpoint", "rtt_tcp", "rtt_raw", "us"),
+    Row("round trip: choreo GrpcTransport, Node/Endpoint", "rtt_grpc", "rtt_raw", "us"),
+    Row("one-way: choreo GrpcTransport, 1 session (baseline)", "ow_grpc_1", "ow_grpc_1", "msg/s"),
+    Row("one-way: choreo TcpTransport, 1 session", "ow_tcp_1", "ow_grpc_1", "msg/s"),
+    Row(
+        "one-way: choreo GrpcTransport, 64 sessions (baseline)", "ow_grpc_64", "ow_grpc_64", "msg/s"
+    ),
+    Row("one-way: choreo TcpTransport, 64 sessions", "ow_tcp_64", "ow_grpc_64", "msg/s"),
 ]
 
 
-def table(rows: dict[str, list[float]], spec: list[tuple[str, str, str, str]]) -> str:
-    """A Markdown table: median, min, max and the median's ratio to its baseline."""
-    width = max(len(s[0]) for s in spec)
-    out = [
-        f"| {'measurement':<{width}} | {'median':>9} | {'min':>9} | {'max':>9} | unit  | vs baseline |",
-        f"|{'-' * (width + 2)}|{'-' * 10}:|{'-' * 10}:|{'-' * 10}:|-------|------------:|",
-    ]
-    for title, key, base, unit in spec:
-        vals = rows[key]
-        med = statistics.median(vals)
-        ratio = med / statistics.median(rows[base])
-        fmt = "{:>9.0f}" if unit == "msg/s" else "{:>9.1f}"
-        out.append(
-            f"| {title:<{width}} | {fmt.format(med)} | {fmt.format(min(vals))} | "
-            f"{fmt.format(max(vals))} | {unit:<5} | {ratio:>10.2f}x |"
-        )
-    return "\n".join(out)
+def _run(coro: Any, uvloop: bool) -> None:
+    if uvloop:
+        import uvloop as _uvloop
+
+        _uvloop.run(coro)
+    else:
+        asyncio.run(coro)
 
 
 def main() -> None:
@@ -292,22 +288,40 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--rtt", type=int, default=2000, help="round trips per repetition")
     parser.add_argument("--oneway", type=int, default=6400, help="messages per one-way repetition")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 repetitions, 200 round trips, 640 messages"
+    )
+    parser.add_argument(
+        "--uvloop", action="store_true", help="run both processes on uvloop (pip install uvloop)"
+    )
     parser.add_argument("--role", choices=["server", "client"], help=argparse.SUPPRESS)
     parser.add_argument("--ports", nargs=4, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "server":
-        asyncio.run(serve())
+        _run(serve(), args.uvloop)
         return
     if args.role == "client":
-        asyncio.run(client(args.ports, args.reps, args.rtt, args.oneway))
+        _run(client(args.ports, args.reps, args.rtt, args.oneway), args.uvloop)
         return
+    if args.quick:
+        args.reps, args.rtt, args.oneway = 2, 200, 640
+    loop = "asyncio"
+    if args.uvloop:
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise SystemExit("uvloop is not installed: pip install -e '.[fast]'") from None
+        loop = "uvloop"
+    on_loop = ["--uvloop"] if args.uvloop else []
 
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     )
     me = [sys.executable, __file__]
     started = time.perf_counter()
-    server = subprocess.Popen([*me, "--role", "server"], stdout=subprocess.PIPE, text=True, env=env)
+    server = subprocess.Popen(
+        [*me, "--role", "server", *on_loop], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert server.stdout is not None
         line = server.stdout.readline().split()
@@ -315,7 +329,7 @@ def main() -> None:
             raise SystemExit(f"bench server did not start: {line!r}")
         sizes = ["--reps", str(args.reps), "--rtt", str(args.rtt), "--oneway", str(args.oneway)]
         out = subprocess.run(
-            [*me, "--role", "client", "--ports", *line[1:], *sizes],
+            [*me, "--role", "client", "--ports", *line[1:], *sizes, *on_loop],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -330,15 +344,13 @@ def main() -> None:
     rows = json.loads(next(ln for ln in out.splitlines() if ln.startswith("RESULT "))[7:])
     writes, envelopes = rows.pop("_tcp_writes")
     print(
-        f"choreo TCP bench: 2 processes on 127.0.0.1, 16-byte payloads, {args.reps} interleaved "
-        f"repetitions, {args.rtt} round trips / {args.oneway} one-way messages each "
-        f"(python {sys.version.split()[0]}, grpcio {grpc.__version__})\n"
+        f"choreo TCP bench: 2 processes on 127.0.0.1 ({loop} event loop), 16-byte payloads, "
+        f"{args.reps} interleaved repetitions, {args.rtt} round trips / {args.oneway} one-way "
+        f"messages each (python {sys.version.split()[0]}, grpcio {grpc.__version__})\n"
     )
-    print(table(rows, SPEC))
-    print(
-        f"\nclient TcpTransport: {envelopes} envelopes in {writes} socket writes; "
-        f"total {time.perf_counter() - started:.1f}s"
-    )
+    print(markdown(SPEC, rows))
+    print(f"\nclient TcpTransport: {envelopes:.0f} envelopes in {writes:.0f} socket writes.")
+    print(f"tcp: total {time.perf_counter() - started:.1f}s", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -118,9 +118,8 @@ def _cmd_project(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    import asyncio
-
     from choreo._loader import load_target
+    from choreo._loop import run as run_loop
     from choreo._process import up
     from choreo._run import parse_census
 
@@ -145,7 +144,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             if not args.quiet:
                 print(f"choreo: {line}", file=sys.stderr, flush=True)
 
-        results = asyncio.run(
+        results = run_loop(
             up(
                 args.target,
                 chor,
@@ -163,11 +162,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import asyncio
     import logging
 
     from choreo._cluster import load_cluster
     from choreo._loader import load_file
+    from choreo._loop import run as run_loop
     from choreo._service import serve
 
     logging.basicConfig(level=logging.INFO, format="choreo: %(message)s", stream=sys.stderr)
@@ -175,17 +174,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     cluster = load_cluster(args.cluster)
     inputs = parse_inputs(args.input or [])
     timeout = args.timeout or cluster.timeout or 10.0
-    asyncio.run(
+    run_loop(
         serve(mod, args.role, cluster, inputs, timeout=timeout, max_sessions=args.max_sessions)
     )
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import asyncio
-
     from choreo._cluster import load_cluster
     from choreo._loader import load_target
+    from choreo._loop import run as run_loop
     from choreo._process import report_error, report_result, run_role
     from choreo._trace import TraceRecorder
 
@@ -214,7 +212,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 report_error(report, exc)
                 reported.append(exc)
 
-        result = asyncio.run(
+        result = run_loop(
             run_role(
                 chor,
                 args.role,

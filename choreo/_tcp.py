@@ -48,7 +48,10 @@ envelopes. Envelopes queued while a connection is down or its write buffer is
 full go out the same way, up to 1 MiB per ``write``.
 
 Receiving: a ``BufferedProtocol`` reads into one reusable buffer (no per-read
-allocation) and delivers envelopes straight from the read callback, in order.
+allocation), parses every frame a read brought and delivers each envelope
+straight from the read callback, in order (no task, no queue). Both ends keep
+the encoded strings (session, label, hash) of recent envelopes, so that a
+conversation's recurring ones are encoded and decoded once.
 Acknowledgements are coalesced: at most every ``ack_delay`` seconds, at once
 after ``ack_every`` envelopes, on a BYE, and a last time when the receiver
 closes (so that a successor on the same address gets exactly what it did not
@@ -126,6 +129,16 @@ _LEN = struct.Struct("!I")
 #: frame length, type, kind, seq, session / label / chash lengths
 _ENV_HEAD = struct.Struct("!IBBQHHB")
 _ENV_FIXED = _ENV_HEAD.size - _LEN.size  # body bytes before the strings
+#: an envelope frame as sent: this prefix, then the (cached) lengths and strings, then the payload
+_ENV_PRE = struct.Struct("!IBBQ")
+_ENV_LENS = struct.Struct("!HHB")
+#: an envelope frame's body up to the strings: kind, seq, string lengths
+_ENV_BODY = struct.Struct("!BQHHB")
+_PRE_BODY = _ENV_PRE.size - _LEN.size
+#: at most this many encoded (session, label, hash) kept by a sender, and decoded by a
+#: receiver per connection; only those of at most _CACHED bytes
+_TAILS = 4096
+_CACHED = 512
 #: bound on an envelope's encoded session + label + chash, in bytes
 _MAX_HEADER = 16 * 1024
 #: bound on every frame that is not an envelope (HELLO, ACK, ERROR)
@@ -296,7 +309,10 @@ class _Framed(asyncio.BufferedProtocol):
         self.paused = False
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if len(self.buf) - self.end < _MIN_READ:
+        end = self.end
+        if end == 0:  # as nearly always: every frame read so far was whole
+            return self.mv
+        if len(self.buf) - end < _MIN_READ:
             self._reserve(_MIN_READ)
         return self.mv[self.end :]
 
@@ -373,7 +389,9 @@ class _Out:
 
     __slots__ = ("deadline", "env", "frame", "seq", "timeout", "waiter", "written")
 
-    def __init__(self, seq: int, env: Envelope, frame: bytes, timeout: float, deadline: float):
+    def __init__(
+        self, seq: int, env: Envelope, frame: bytes, timeout: float, deadline: float, written: bool
+    ) -> None:
         self.seq = seq
         self.env = env
         self.frame = frame
@@ -381,7 +399,7 @@ class _Out:
         self.deadline = deadline
         #: resolved with None once written, or with the error that stopped it
         self.waiter: asyncio.Future[TransportError | None] | None = None
-        self.written = False
+        self.written = written
 
 
 class _StreamError(Exception):
@@ -508,6 +526,8 @@ class _InConn(_Framed):
         self.ack_timer: asyncio.TimerHandle | None = None
         self.hello_timer: asyncio.TimerHandle | None = None
         self.peername: Any = None
+        #: an envelope's encoded strings -> (session, label, chash), for the ones seen lately
+        self.names: dict[bytes, tuple[str, str, str]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -588,8 +608,8 @@ class _InConn(_Framed):
             if stop - start < _ENV_FIXED - 1:
                 self.refuse("an envelope frame too short for its header", fatal=True)
                 return False
-            _, _, kind, seq, ls, ll, lc = _ENV_HEAD.unpack_from(self.buf, start - 5)
-            p = start - 5 + _ENV_HEAD.size
+            kind, seq, ls, ll, lc = _ENV_BODY.unpack_from(self.buf, start)
+            p = start + _ENV_BODY.size
             q = p + ls + ll + lc
             if q > stop:
                 self.refuse("an envelope whose strings run past its frame", fatal=True)
@@ -606,19 +626,13 @@ class _InConn(_Framed):
                 self.refuse(f"an envelope of unknown kind {kind}", fatal=True)
                 return False
             mv = self.mv
-            try:
-                strings = str(mv[p:q], "utf-8")
-                if len(strings) == q - p:  # ASCII, as nearly always: slice by byte offsets
-                    session = strings[:ls]
-                    label = strings[ls : ls + ll]
-                    chash = strings[ls + ll :]
-                else:
-                    session = str(mv[p : p + ls], "utf-8")
-                    label = str(mv[p + ls : p + ls + ll], "utf-8")
-                    chash = str(mv[q - lc : q], "utf-8")
-            except UnicodeDecodeError:
-                self.refuse("an envelope whose strings are not UTF-8", fatal=True)
-                return False
+            raw = mv[p:q].tobytes()
+            names = self.names.get(raw)
+            if names is None:
+                names = self._names(raw, ls, ll)
+                if names is None:
+                    return False
+            session, label, chash = names
             delivered = state.delivered
             if seq <= delivered:
                 owner.stats.duplicates += 1
@@ -638,7 +652,9 @@ class _InConn(_Framed):
             assert deliver is not None  # set by start(), before anything is accepted
             try:
                 deliver(
-                    Envelope(session, self.sender, owner.role, label, k, bytes(mv[q:stop]), chash)
+                    Envelope(
+                        session, self.sender, owner.role, label, k, mv[q:stop].tobytes(), chash
+                    )
                 )
             except Exception:
                 log.exception("%s: delivering %s from %s raised", owner.role, label, self.sender)
@@ -662,6 +678,27 @@ class _InConn(_Framed):
             fatal=True,
         )
         return False
+
+    def _names(self, raw: bytes, ls: int, ll: int) -> tuple[str, str, str] | None:
+        """Decode an envelope's strings (session, label, chash) and remember them.
+
+        Returns:
+            The strings, or None after refusing the connection (not UTF-8).
+        """
+        try:
+            session = raw[:ls].decode()
+            label = raw[ls : ls + ll].decode()
+            chash = raw[ls + ll :].decode()
+        except UnicodeDecodeError:
+            self.refuse("an envelope whose strings are not UTF-8", fatal=True)
+            return None
+        result = (session, label, chash)
+        if len(raw) <= _CACHED:
+            names = self.names
+            if len(names) >= _TAILS:
+                names.clear()
+            names[raw] = result
+        return result
 
     def _hello(self, body: bytes) -> bool:
         owner = self.owner
@@ -798,6 +835,8 @@ class TcpTransport(Transport):
         #: random id of this instance (sequence numbers restart with it)
         self.incarnation = secrets.token_hex(8)
         self.stats = TcpStats()
+        #: (session, label, chash) -> the frame bytes between seq and payload
+        self._tails: dict[tuple[str, str, str], bytes] = {}
         self._peers: dict[str, _Peer] = {}
         for name, addr in (peers or {}).items():
             self.add_peer(name, addr)
@@ -914,41 +953,27 @@ class TcpTransport(Transport):
             raise TransportError(
                 f"the transport of {self.role} cannot send envelope {env.label} as {env.sender!r}"
             )
-        try:
-            s = env.session.encode()
-            label = env.label.encode()
-            c = env.chash.encode()
-        except UnicodeEncodeError as exc:
-            raise TransportError(f"envelope {env.label[:80]!r}: {exc}") from None
-        ls, ll, lc = len(s), len(label), len(c)
-        if ls > 0xFFFF or ll > 0xFFFF or lc > 0xFF or ls + ll + lc > _MAX_HEADER:
-            raise TransportError(
-                f"envelope {env.label[:80]} has header strings (session, label, hash) of "
-                f"{ls + ll + lc} bytes, over the limit of {_MAX_HEADER}"
-            )
+        key = (env.session, env.label, env.chash)
+        tail = self._tails.get(key)
+        if tail is None:
+            tail = self._tail(env, key)
         seq = peer.next_seq
         peer.next_seq = seq + 1
         frame = b"".join(
             (
-                _ENV_HEAD.pack(
-                    _ENV_FIXED + ls + ll + lc + len(payload), T_ENV, env.kind, seq, ls, ll, lc
-                ),
-                s,
-                label,
-                c,
+                _ENV_PRE.pack(_PRE_BODY + len(tail) + len(payload), T_ENV, env.kind, seq),
+                tail,
                 payload,
             )
         )
         now = monotonic()  # (deadlines: this module's clock, whatever the event loop's)
-        out = _Out(seq, env, frame, timeout, now + timeout)
         conn = peer.conn
         if conn is not None and not peer.corked and not peer.queue and not conn.paused:
             # The fast path: an idle connection, written now.
             transport = conn.transport
             if transport is not None:
                 transport.write(frame)
-                out.written = True
-                peer.unacked.append(out)
+                peer.unacked.append(_Out(seq, env, frame, timeout, now + timeout, True))
                 stats = self.stats
                 stats.writes += 1
                 stats.envelopes_sent += 1
@@ -958,6 +983,7 @@ class TcpTransport(Transport):
                     (self._loop or asyncio.get_running_loop()).call_soon(self._uncork, peer)
                 peer.last_write = now
                 return
+        out = _Out(seq, env, frame, timeout, now + timeout, False)
         peer.queue.append(out)
         peer.queued_bytes += len(frame)
         if conn is not None and peer.queued_bytes <= self.max_queued_bytes:
@@ -981,6 +1007,35 @@ class TcpTransport(Transport):
         out.waiter = None
         peer.poke.set()
         raise self._unreachable(peer, timeout, out.written)
+
+    def _tail(self, env: Envelope, key: tuple[str, str, str]) -> bytes:
+        """The frame bytes after ``seq`` (string lengths, strings) for ``env``, cached.
+
+        Returns:
+            The bytes between ``seq`` and the payload.
+
+        Raises:
+            TransportError: a string is not encodable or the strings are too long.
+        """
+        try:
+            s = env.session.encode()
+            label = env.label.encode()
+            c = env.chash.encode()
+        except UnicodeEncodeError as exc:
+            raise TransportError(f"envelope {env.label[:80]!r}: {exc}") from None
+        ls, ll, lc = len(s), len(label), len(c)
+        if ls > 0xFFFF or ll > 0xFFFF or lc > 0xFF or ls + ll + lc > _MAX_HEADER:
+            raise TransportError(
+                f"envelope {env.label[:80]} has header strings (session, label, hash) of "
+                f"{ls + ll + lc} bytes, over the limit of {_MAX_HEADER}"
+            )
+        tail = b"".join((_ENV_LENS.pack(ls, ll, lc), s, label, c))
+        if len(tail) <= _CACHED:
+            tails = self._tails
+            if len(tails) >= _TAILS:
+                tails.clear()
+            tails[key] = tail
+        return tail
 
     async def close(self, linger: float | None = None) -> None:
         """Flush what was sent, then stop serving and release everything; idempotent.

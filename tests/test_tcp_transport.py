@@ -4,8 +4,9 @@ The transport-independent contract is in ``test_transport_conformance.py``
 (which runs on ``TcpTransport`` too). Everything binds 127.0.0.1; a test that
 needs a known port takes a free one from the kernel first. Every test runs one
 coroutine under ``run()``, which bounds it in time and checks that no task
-outlives it. Raw frames are built here from the wire format documented in
-``choreo/_tcp.py``, not with the transport's own helpers.
+outlives it, and runs twice: on asyncio's event loop and on uvloop's (the
+``loop`` fixture). Raw frames are built here from the wire format documented
+in ``choreo/_tcp.py``, not with the transport's own helpers.
 """
 
 from __future__ import annotations
@@ -35,16 +36,40 @@ from tests.scenarios import ROOT
 T = TypeVar("T")
 
 
+#: the event loop the running test uses (set by the ``loop`` fixture)
+LOOP = {"name": "asyncio"}
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs on asyncio's event loop and on uvloop's (skipped if it is not installed).
+
+    ``CHOREO_LOOP`` is set too: the ``choreo`` processes a test starts use the same loop.
+    """
+    name: str = request.param
+    if name == "uvloop":
+        pytest.importorskip("uvloop")
+    monkeypatch.setenv("CHOREO_LOOP", name)
+    monkeypatch.setitem(LOOP, "name", name)
+    return name
+
+
 def run(coro: Awaitable[T], timeout: float = 30.0) -> T:
     """Run ``coro`` on a fresh event loop, at most ``timeout`` seconds; no task may outlive it."""
+    name = LOOP["name"]
 
     async def main() -> T:
+        assert type(asyncio.get_running_loop()).__module__.split(".")[0] == name
         result = await asyncio.wait_for(coro, timeout)
         await asyncio.sleep(0)
         left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert not left, f"tasks left behind: {left}"
         return result
 
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.run(main())
     return asyncio.run(main())
 
 
@@ -179,6 +204,39 @@ def test_a_lone_envelope_is_written_inside_send() -> None:
 
     before, after = run(body())
     assert after == before + 1
+
+
+@pytest.mark.timeout(60)
+def test_strings_arrive_exactly_whether_repeated_new_long_or_not_ascii(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Both ends remember the encoded strings of recent envelopes (at most _TAILS, each at
+    # most _CACHED bytes): shrink the bound so that this test goes past it, and mix
+    # repeats, new ones, non-ASCII ones and ones too long to be remembered.
+    import choreo._tcp as tcp
+
+    monkeypatch.setattr(tcp, "_TAILS", 8)
+    strings = ["s", "sé", "s\u00e9\u4e2d", "x" * (tcp._CACHED + 1), "f.py:1", "\U0001f600"]
+    sent = [
+        Envelope(
+            strings[i % 6] + str(i % 20),
+            "a",
+            "b",
+            strings[(i // 6) % 6] + str(i % 7),
+            Kind.DATA if i % 3 else Kind.SELECT,
+            bytes([i % 256]) * (i % 5),
+            strings[(i + 1) % 6][:200],
+        )
+        for i in range(300)
+    ]
+
+    async def body() -> list[Envelope]:
+        async with receiver() as (b, box), sender({"b": str(b.address)}) as a:
+            for e in sent:
+                await a.send(e, 5.0)
+            return list(await box.wait_for(len(sent)))
+
+    assert run(body()) == sent
 
 
 @pytest.mark.timeout(60)
