@@ -134,6 +134,28 @@ class SessionContext:
                 waiter.set_result(None)
 
 
+def _expire(fut: asyncio.Future[None]) -> None:
+    """A wait's timer: end the wait (the waiter then finds what it waits for, or not)."""
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _wait(ctx: SessionContext, fut: asyncio.Future[None], deadline: float) -> None:
+    """Wait until ``fut`` is resolved (``SessionContext.wake``) or the loop time ``deadline``.
+
+    The hot path of every receive that has to wait: the waiting task awaits
+    ``fut`` itself, and a timer handle resolves it at the deadline. Unlike
+    ``asyncio.wait_for`` this costs no intermediate future nor its callback:
+    the task wakes up in the loop iteration after ``wake`` resolves ``fut``.
+    """
+    timer = fut.get_loop().call_at(deadline, _expire, fut)
+    try:
+        await fut
+    finally:
+        timer.cancel()
+        ctx.waiter = ctx.waiting_on = None
+
+
 #: seconds between two looks at the backlog of a paused peer
 _RESUME_POLL = 0.02
 
@@ -667,7 +689,8 @@ class Endpoint:
                     f"{ctx.session}, but {', '.join(gone)} failed: "
                     + "; ".join(str(core.failed[n]) for n in gone[:1])
                 )
-            remaining = (soft if soft is not None and len(got) >= need else deadline) - loop.time()
+            until = soft if soft is not None and len(got) >= need else deadline
+            remaining = until - loop.time()
             if soft is not None and len(got) >= need and remaining <= 0:
                 break
             if remaining <= 0:
@@ -680,12 +703,7 @@ class Endpoint:
             fut: asyncio.Future[None] = loop.create_future()
             ctx.waiter = fut
             ctx.waiting_on = frozenset(n for n in names if n not in got)
-            try:
-                await asyncio.wait_for(fut, remaining)
-            except TimeoutError:
-                pass
-            finally:
-                ctx.waiter = ctx.waiting_on = None
+            await _wait(ctx, fut, until)
         for name in names:
             if name not in got:
                 core.skip(name, label)
@@ -853,8 +871,7 @@ class Endpoint:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ctx.timeout
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            if loop.time() >= deadline:
                 what = "the selection" if kind == Kind.SELECT else "the message"
                 raise DeadlineError(
                     f"{ctx.role} waited {ctx.timeout:g}s in session {ctx.session} for {what} "
@@ -862,12 +879,7 @@ class Endpoint:
                 )
             fut: asyncio.Future[None] = loop.create_future()
             ctx.waiter, ctx.waiting_on = fut, peer
-            try:
-                await asyncio.wait_for(fut, remaining)
-            except TimeoutError:
-                pass
-            finally:
-                ctx.waiter = ctx.waiting_on = None
+            await _wait(ctx, fut, deadline)
             env = ctx.core.take(peer, label, kind)
             if env is not None:
                 return env

@@ -233,6 +233,8 @@ class _Peer:
         #: a write on ``call`` has not completed yet (gRPC allows one at a time), and its size
         self.inflight = False
         self.inflight_bytes = 0
+        #: a ``_pump`` is scheduled for the end of this event-loop turn
+        self.pump_soon = False
         #: why the last write on ``call`` failed, for the writer task to raise
         self.write_error: Exception | None = None
         self.last_error = ""
@@ -270,6 +272,11 @@ def _drive(coro: Coroutine[Any, Any, None], done: Callable[[Exception | None], N
         yielded.add_done_callback(step)
 
     step()
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class _Inbound:
@@ -429,6 +436,10 @@ class GrpcTransport(Transport):
         self._stopping = False  # the server no longer delivers
         self._stop_event = asyncio.Event()  # set with _stopping
         self._closed = False
+        #: the event loop of ``start()`` (everything runs on it)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: the ack timers of ``_serve`` that are waiting: shutdown ends them early
+        self._ack_waits: set[asyncio.Future[None]] = set()
         self._channel_options = [
             ("grpc.max_send_message_length", self._limit),
             ("grpc.max_receive_message_length", self._limit),
@@ -512,6 +523,7 @@ class GrpcTransport(Transport):
         if self._deliver is not None or self._closed:
             raise UsageError(f"GrpcTransport for {self.role} was already started")
         self._deliver = deliver
+        self._loop = asyncio.get_running_loop()
         if self.listen is None:
             return
         server = grpc.aio.server(
@@ -594,7 +606,7 @@ class GrpcTransport(Transport):
                 f"envelope {env.label[:80]} has header strings (session, roles, label, hash) "
                 f"of {header} characters, over the limit of {_MAX_HEADER // 4}"
             )
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         out = _Out(
             peer.next_seq, env, timeout, loop.time() + timeout, size + header * 4 + _OVERHEAD
         )
@@ -602,8 +614,13 @@ class GrpcTransport(Transport):
         peer.queue.append(out)
         peer.queued_bytes += out.size
         if peer.call is not None:
-            if not peer.inflight:
-                self._pump(peer)  # the stream is idle: the write starts before we return
+            if not peer.inflight and not peer.pump_soon:
+                # The stream is idle: write as soon as the sender yields, together with
+                # whatever else it sends to this peer before that (a START and the first
+                # message of a session, a Prepare to every acceptor then its decision...):
+                # one gRPC message instead of a write and a wait for it per envelope.
+                peer.pump_soon = True
+                loop.call_soon(self._pump_soon, peer)
         elif peer.task is None:
             peer.task = loop.create_task(self._run_peer(peer), name=f"choreo-grpc-{peer.role}")
         else:
@@ -884,11 +901,17 @@ class GrpcTransport(Transport):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
+    def _pump_soon(self, peer: _Peer) -> None:
+        peer.pump_soon = False
+        self._pump(peer)
+
     def _pump(self, peer: _Peer) -> None:
         """Start writing everything queued for ``peer``, unless a write is in flight.
 
-        Called by ``send`` (so that a lone envelope leaves at once) and when a
-        write completes (so that what was queued meanwhile leaves together).
+        Called at the end of the event-loop turn in which ``send`` found the
+        stream idle (so that a lone envelope leaves at once, and the envelopes
+        of a burst leave together), and when a write completes (so that what
+        was queued meanwhile leaves together).
         """
         call = peer.call
         if call is None or peer.inflight or not peer.queue:
@@ -1005,8 +1028,7 @@ class GrpcTransport(Transport):
                     continue
                 if link.unacked < self.ack_every:
                     # Hold the ack back to coalesce it with later ones; shutdown cuts it short.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop_event.wait(), self.ack_delay)
+                    await self._ack_pause()
                     if self._stopping:
                         break  # the final ack below covers it
                 await self._ack(context, link)
@@ -1028,6 +1050,18 @@ class GrpcTransport(Transport):
         if link.generation == state.generation:
             with contextlib.suppress(Exception):
                 await self._ack(context, link)
+
+    async def _ack_pause(self) -> None:
+        """Sleep ``ack_delay`` seconds, or until shutdown begins (a timer, not a task)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(self.ack_delay, _resolve, fut)
+        self._ack_waits.add(fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._ack_waits.discard(fut)
 
     async def _ack(self, context: Any, link: _Link) -> None:
         link.acked = link.state.delivered
@@ -1128,6 +1162,8 @@ class GrpcTransport(Transport):
             return
         self._stopping = True
         self._stop_event.set()
+        for fut in list(self._ack_waits):
+            _resolve(fut)
         for event in self._paused.values():
             event.set()  # paused readers see _stopping and end
         if self._health is not None:

@@ -268,6 +268,11 @@ def test_a_paused_sender_waits_then_fails_and_loses_nothing_it_was_told_was_sent
             # b's program catches up: every envelope a was told was sent arrives, in order
             ep = Endpoint(b.open("s", "h", 10.0, ["a"]), {"a": "a"})
             got = [await ep.recv("a", f"f.py:{i}") for i in range(accepted)]
+            # b resumes a once its backlog is down to half the bound (b looks every 20 ms)
+            for _ in range(100):
+                if not b.paused_peers:
+                    break
+                await asyncio.sleep(0.01)
             return accepted, error, got, b, a
         finally:
             await a.close(linger=2.0)
