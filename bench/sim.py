@@ -1,6 +1,6 @@
 """Benchmark: simulated sessions of the bookseller per second of real time.
 
-    .venv/bin/python bench/sim.py [--reps 5] [--sessions 2000]
+    .venv/bin/python bench/sim.py [--reps 5] [--sessions 2000] [--quick]
 
 Rows:
 
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._table import Row, markdown
 from choreo import ChoreoRuntimeError
 from choreo._sim import FaultPlan, RandomFaults, Simulation, simulate
 from protocols import bookseller as books
@@ -86,24 +86,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--sessions", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true", help="2 repetitions of 100 sessions")
     args = parser.parse_args()
+    if args.quick:
+        args.reps, args.sessions = 2, 100
     rows = [
-        ("simulate(), no faults", lambda: one_shot(args.sessions, None)),
-        ("simulate(), random faults", lambda: one_shot(args.sessions, faults())),
-        ("service mode, no faults", lambda: service(args.sessions, None)),
-        ("service mode, random faults", lambda: service(args.sessions, faults())),
+        Row("simulate(), no faults (baseline)", "oneshot", "oneshot", "sessions/s"),
+        Row("simulate(), random faults", "oneshot_faults", "oneshot", "sessions/s"),
+        Row("service mode, no faults", "service", "oneshot", "sessions/s"),
+        Row("service mode, random faults", "service_faults", "oneshot", "sessions/s"),
     ]
-    print(f"bookseller, {args.sessions} sessions per repetition, {args.reps} repetitions")
-    print(f"{'row':<30} {'sessions/s median':>18} {'min':>9} {'max':>9} {'failed':>7}")
-    for name, fn in rows:
-        rates, fails = [], 0
-        for _ in range(args.reps):
-            rate, fails = fn()
-            rates.append(rate)
-        print(
-            f"{name:<30} {statistics.median(rates):>18,.0f} {min(rates):>9,.0f} "
-            f"{max(rates):>9,.0f} {fails:>7}"
-        )
+    runs = {
+        "oneshot": lambda: one_shot(args.sessions, None),
+        "oneshot_faults": lambda: one_shot(args.sessions, faults()),
+        "service": lambda: service(args.sessions, None),
+        "service_faults": lambda: service(args.sessions, faults()),
+    }
+    results: dict[str, list[float]] = {k: [] for k in runs}
+    failures: dict[str, int] = {}
+    for rep in range(args.reps):  # interleaved repetitions
+        print(f"sim: repetition {rep + 1}/{args.reps}", file=sys.stderr, flush=True)
+        for key, fn in runs.items():
+            rate, failures[key] = fn()
+            results[key].append(rate)
+    print(
+        f"simulated bookseller sessions per second of real time, {args.sessions} sessions "
+        f"per repetition, {args.reps} interleaved repetitions; sessions failed by the faults "
+        f"(last repetition): "
+        + ", ".join(f"{r.title.split(' (')[0]}: {failures[r.key]}" for r in rows)
+        + "\n"
+    )
+    print(markdown(rows, results))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """Benchmark: choreo's gRPC transport against hand-written grpc.aio streams.
 
-    .venv/bin/python bench/transport.py [--reps 5] [--rtt 2000] [--oneway 6400]
+    .venv/bin/python bench/transport.py [--reps 5] [--rtt 2000] [--oneway 6400] [--quick]
+
+``--quick``: tiny counts (the whole run takes a few seconds; for smoke tests).
 
 Two OS processes, started with ``subprocess`` (never fork: see PERF-NOTES):
 
-* ``server`` hosts a ``Node`` for role ``b`` on a ``GrpcTransport``, and a
+* ``server`` hosts a ``Node`` for role ``b`` on a ``GrpcTransport``, a
   plain ``grpc.aio`` server with two hand-written methods: an echoing bidi
-  stream (ping-pong) and a client stream counted to the end (one-way);
+  stream (ping-pong) and a client stream counted to the end (one-way), and
+  a hand-written asyncio-streams TCP echo (4-byte length prefix);
 * ``client`` hosts role ``a`` and runs every measurement, the repetitions
   interleaved (rep 1 of each row, then rep 2 of each row, ...), so that the
   machine's noise hits every row alike.
@@ -16,13 +19,16 @@ Rows:
 * round trip: one 16-byte value a -> b -> a, repeated; for choreo through
   ``Endpoint.send``/``recv`` (codec, session matching, envelopes, acks), for
   the baseline one protobuf ``Batch`` with one envelope each way on one bidi
-  stream;
+  stream; as a second reference, the 16-byte payload echoed over a raw
+  asyncio TCP connection (``readexactly`` of a 4-byte length, then of the
+  payload), the floor for an asyncio program on a socket;
 * one-way: messages a -> b as fast as a can send them, b answering once at the
-  end; for choreo with 1 and with 64 concurrent sessions (the transport
-  batches envelopes that are ready together), for the baseline one gRPC
-  message per envelope on one stream.
+  end; for choreo with exactly 1, 16 and 256 concurrent sessions (the
+  transport batches envelopes that are ready together), for the baseline one
+  gRPC message per envelope on one stream.
 
-Prints a table: median, min and max over the repetitions, and the ratio to
+Prints (stdout, Markdown, ``bench/_table.py``) a line saying what was
+measured, then a table: median, min and max over the repetitions, and the ratio to
 the baseline: the median over the repetitions of the ratio of the row's value
 to the baseline's value *of the same repetition* (they ran one after the
 other, so the machine's noise of the moment cancels out; for round trips,
@@ -36,7 +42,7 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -49,6 +55,7 @@ if str(ROOT) not in sys.path:
 
 import grpc  # noqa: E402
 
+from bench._table import Row, markdown  # noqa: E402
 from choreo._endpoint import Endpoint, Node  # noqa: E402
 from choreo._grpc import GrpcTransport  # noqa: E402
 from choreo._proto import transport_pb2 as pb  # noqa: E402
@@ -57,6 +64,9 @@ PAYLOAD = b"0123456789abcdef"  # 16 bytes, as in PERF-NOTES
 ROLES = {"a": "a", "b": "b"}
 PING = "/bench.Raw/PingPong"
 ONEWAY = "/bench.Raw/OneWay"
+#: concurrent sessions of the one-way rows
+SESSIONS = (1, 16, 256)
+_LEN = struct.Struct("!I")
 
 
 def one(seq: int) -> Any:
@@ -96,9 +106,23 @@ async def serve() -> None:
     raw_port = raw.add_insecure_port("127.0.0.1:0")
     await raw.start()
 
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readexactly(4)
+                writer.write(head + await reader.readexactly(_LEN.unpack(head)[0]))
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+    tcp = await asyncio.start_server(echo, "127.0.0.1", 0)
+    tcp_port = tcp.sockets[0].getsockname()[1]
+
     node = Node("b", GrpcTransport("b", "127.0.0.1:0"))  # learns a's address from its Hello
     await node.start()
-    print(f"PORTS {raw_port} {node.transport.port}", flush=True)  # type: ignore[attr-defined]
+    port = node.transport.port  # type: ignore[attr-defined]
+    print(f"PORTS {raw_port} {port} {tcp_port}", flush=True)
 
     ctl = Endpoint(node.open("ctl", "bench", 120.0, ["a"]), ROLES)
     i = 0
@@ -126,12 +150,15 @@ async def serve() -> None:
             await asyncio.gather(*(sink(s) for s in sids))
     await node.aclose()
     await raw.stop(None)
+    tcp.close()
 
 
 # -- client process ----------------------------------------------------------
 
 
-async def client(raw_port: int, node_port: int, reps: int, rtt_n: int, oneway_n: int) -> None:
+async def client(
+    raw_port: int, node_port: int, tcp_port: int, reps: int, rtt_n: int, oneway_n: int
+) -> None:
     node = Node("a", GrpcTransport("a", "127.0.0.1:0", {"b": f"127.0.0.1:{node_port}"}))
     await node.start()
     ctl = Endpoint(node.open("ctl", "bench", 120.0, ["b"]), ROLES)
@@ -157,6 +184,19 @@ async def client(raw_port: int, node_port: int, reps: int, rtt_n: int, oneway_n:
         elapsed = time.perf_counter() - start
         await call.done_writing()
         return elapsed / rtt_n * 1e6
+
+    tcp_reader, tcp_writer = await asyncio.open_connection("127.0.0.1", tcp_port)
+    frame = _LEN.pack(len(PAYLOAD)) + PAYLOAD
+
+    async def tcp_rtt() -> float:
+        read, write = tcp_reader.readexactly, tcp_writer.write
+        write(frame)  # warm up
+        await read(_LEN.unpack(await read(4))[0])
+        start = time.perf_counter()
+        for _ in range(rtt_n):
+            write(frame)
+            await read(_LEN.unpack(await read(4))[0])
+        return (time.perf_counter() - start) / rtt_n * 1e6
 
     async def choreo_rtt(rep: int) -> float:
         sid = f"rtt-{rep}"
@@ -185,7 +225,7 @@ async def client(raw_port: int, node_port: int, reps: int, rtt_n: int, oneway_n:
         return oneway_n / elapsed
 
     async def choreo_oneway(rep: int, sessions: int) -> float:
-        per = oneway_n // sessions
+        per = max(1, oneway_n // sessions)
         sids = [f"ow{sessions}-{rep}-{k}" for k in range(sessions)]
         await command("oneway", sids, per)
 
@@ -202,23 +242,27 @@ async def client(raw_port: int, node_port: int, reps: int, rtt_n: int, oneway_n:
 
     # One untimed pass of everything: connections, imports, allocator warm-up.
     await raw_rtt()
+    await tcp_rtt()
     await choreo_rtt(-1)
     await raw_oneway()
-    await choreo_oneway(-1, 64)
+    await choreo_oneway(-1, 16)
 
     rows: dict[str, list[float]] = {}
     for rep in range(reps):
-        for name, measure in (
+        print(f"transport bench: repetition {rep + 1} of {reps}", file=sys.stderr)
+        measures = [
             ("rtt_raw", raw_rtt()),
+            ("rtt_tcp", tcp_rtt()),
             ("rtt_choreo", choreo_rtt(rep)),
             ("ow_raw", raw_oneway()),
-            ("ow_choreo_1", choreo_oneway(rep, 1)),
-            ("ow_choreo_64", choreo_oneway(rep, 64)),
-        ):
+        ]
+        measures += [(f"ow_choreo_{k}", choreo_oneway(rep, k)) for k in SESSIONS]
+        for name, measure in measures:
             rows.setdefault(name, []).append(await measure)
     stats = node.transport.stats  # type: ignore[attr-defined]
     rows["_batches"] = [stats.batches_sent, stats.envelopes_sent]
     await command("stop")
+    tcp_writer.close()
     await channel.close()
     await node.aclose()
     print("RESULT " + json.dumps(rows), flush=True)
@@ -227,38 +271,21 @@ async def client(raw_port: int, node_port: int, reps: int, rtt_n: int, oneway_n:
 # -- driver ------------------------------------------------------------------
 
 
-def table(rows: dict[str, list[float]]) -> str:
-    spec = [
-        (
-            "round trip: grpc.aio bidi ping-pong, hand-written (baseline)",
-            "rtt_raw",
-            "rtt_raw",
-            "us",
-        ),
-        ("round trip: choreo GrpcTransport, Node/Endpoint", "rtt_choreo", "rtt_raw", "us"),
-        (
-            "one-way: grpc.aio stream, 1 envelope per message (baseline)",
-            "ow_raw",
+TABLE = [
+    Row("round trip: grpc.aio bidi ping-pong, hand-written (baseline)", "rtt_raw", "rtt_raw", "us"),
+    Row("round trip: asyncio streams TCP echo, hand-written", "rtt_tcp", "rtt_raw", "us"),
+    Row("round trip: choreo GrpcTransport, Node/Endpoint", "rtt_choreo", "rtt_raw", "us"),
+    Row("one-way: grpc.aio stream, 1 envelope per message (baseline)", "ow_raw", "ow_raw", "msg/s"),
+    *(
+        Row(
+            f"one-way: choreo, {k} concurrent session{'s' if k > 1 else ''}",
+            f"ow_choreo_{k}",
             "ow_raw",
             "msg/s",
-        ),
-        ("one-way: choreo, 1 session", "ow_choreo_1", "ow_raw", "msg/s"),
-        ("one-way: choreo, 64 concurrent sessions", "ow_choreo_64", "ow_raw", "msg/s"),
-    ]
-    out = [
-        f"| {'measurement':<62} | {'median':>9} | {'min':>9} | {'max':>9} | unit  | vs baseline |",
-        f"|{'-' * 64}|{'-' * 10}:|{'-' * 10}:|{'-' * 10}:|-------|------------:|",
-    ]
-    for title, key, base, unit in spec:
-        vals = rows[key]
-        med = statistics.median(vals)
-        ratio = statistics.median(v / b for v, b in zip(vals, rows[base], strict=True))
-        fmt = "{:>9.0f}" if unit == "msg/s" else "{:>9.1f}"
-        out.append(
-            f"| {title:<62} | {fmt.format(med)} | {fmt.format(min(vals))} | "
-            f"{fmt.format(max(vals))} | {unit:<5} | {ratio:>10.2f}x |"
         )
-    return "\n".join(out)
+        for k in SESSIONS
+    ),
+]
 
 
 def main() -> None:
@@ -266,9 +293,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--rtt", type=int, default=2000, help="round trips per repetition")
     parser.add_argument("--oneway", type=int, default=6400, help="messages per one-way repetition")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny counts: a smoke test, not a measurement"
+    )
     parser.add_argument("--role", choices=["server", "client"], help=argparse.SUPPRESS)
-    parser.add_argument("--ports", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ports", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.reps, args.rtt, args.oneway = 2, 50, 512
     if args.role == "server":
         asyncio.run(serve())
         return
@@ -281,6 +313,7 @@ def main() -> None:
     )
     me = [sys.executable, __file__]
     started = time.perf_counter()
+    print("transport bench: starting the server process", file=sys.stderr)
     server = subprocess.Popen([*me, "--role", "server"], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert server.stdout is not None
@@ -304,14 +337,15 @@ def main() -> None:
     rows = json.loads(next(ln for ln in out.splitlines() if ln.startswith("RESULT "))[7:])
     batches, envelopes = rows.pop("_batches")
     print(
-        f"choreo bench: 2 processes on 127.0.0.1, 16-byte payloads, {args.reps} interleaved "
+        f"transport: 2 processes on 127.0.0.1, 16-byte payloads, {args.reps} interleaved "
         f"repetitions, {args.rtt} round trips / {args.oneway} one-way messages each "
         f"(python {sys.version.split()[0]}, grpcio {grpc.__version__})\n"
     )
-    print(table(rows))
+    print(markdown(TABLE, rows))
     print(
-        f"\nclient GrpcTransport: {envelopes} envelopes in {batches} gRPC messages; "
-        f"total {time.perf_counter() - started:.1f}s"
+        f"client GrpcTransport: {envelopes:.0f} envelopes in {batches:.0f} gRPC messages; "
+        f"total {time.perf_counter() - started:.1f}s",
+        file=sys.stderr,
     )
 
 

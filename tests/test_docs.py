@@ -106,6 +106,9 @@ NOT_RUN: dict[str, str] = {
     r"python3? -m venv\b": "creates a virtualenv; the tests already run in one",
     r"(\.|source) \S*activate\b": "activates a virtualenv; the tests already run in one",
     r"scripts/test\b": "runs the whole test suite, this file included",
+    r"python bench/all\.py\b": (
+        "runs every benchmark, about five minutes (tests/test_bench.py runs each with --quick)"
+    ),
     r"choreo serve\b": (
         "a long-running role server, serving until stopped "
         "(tests/test_service.py and tests/test_examples.py run servers)"
