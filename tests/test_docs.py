@@ -107,7 +107,7 @@ NOT_RUN: dict[str, str] = {
     r"(\.|source) \S*activate\b": "activates a virtualenv; the tests already run in one",
     r"scripts/test\b": "runs the whole test suite, this file included",
     r"python bench/all\.py\b": (
-        "runs every benchmark, about five minutes (tests/test_bench.py runs each with --quick)"
+        "runs every benchmark, about two minutes (tests/test_bench.py runs each with --quick)"
     ),
     r"choreo serve\b": (
         "a long-running role server, serving until stopped "
