@@ -74,13 +74,13 @@ import json
 import linecache
 import os
 import re
-import select
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -411,24 +411,27 @@ class Page:
             assert argv is not None and argv[:1] == ["serve"], (
                 f"a servers block holds `choreo serve` commands only, not {command!r}"
             )
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "choreo._cli", *argv],
-                cwd=self.workdir,
-                env=_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
+            # stderr to a file, not a pipe: a server that logs on must never block on it
+            log = self.workdir / f".serve-{len(self.servers)}.log"
+            with log.open("wb") as err:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "choreo._cli", *argv],
+                    cwd=self.workdir,
+                    env=_env(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                )
             self.servers.append(proc)
-            started.append((command, proc))
-        for command, proc in started:
-            assert proc.stderr is not None
-            ready, _, _ = select.select([proc.stderr], [], [], SERVER_START)
-            line = proc.stderr.readline().decode() if ready else ""
-            assert " serving " in line, (
-                f"`{command}` did not say it serves within {SERVER_START} s: "
-                f"{line + proc.stderr.read().decode() if proc.poll() is not None else line!r}"
-            )
+            started.append((command, proc, log))
+        deadline = time.monotonic() + SERVER_START
+        for command, proc, log in started:
+            while " serving " not in log.read_text(errors="replace"):
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    f"`{command}` did not say it serves within {SERVER_START} s:\n"
+                    + log.read_text(errors="replace")
+                )
+                time.sleep(0.05)
 
     def close(self) -> None:
         """Stop the page's servers."""
@@ -440,8 +443,6 @@ class Page:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
         self.servers.clear()
 
     def shell(self, command: str) -> str:
