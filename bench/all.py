@@ -113,14 +113,14 @@ def machine() -> str:
     Returns:
         A few lines of Markdown.
     """
-    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     libs = ", ".join(
         f"{d} {_version(d)}" for d in ("grpcio", "protobuf", "libcst", "uvloop", "pychor")
     )
     return (
-        f"Measured {today} at commit {_commit()} by `python bench/all.py`: "
+        f"Machine of the last run of `python bench/all.py`: "
         f"{os.cpu_count()} CPUs ({_cpu()}), {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}; {libs}. Every process on 127.0.0.1."
+        f"Python {platform.python_version()}; {libs}. Every process on 127.0.0.1. "
+        "Each section below says when, and at which commit, it was measured."
     )
 
 
@@ -171,7 +171,8 @@ def run_one(bench: Bench, quick: bool) -> tuple[bool, str]:
         return False, f"`{shown}` failed (exit {done.returncode}).\n\n{out}".rstrip()
     if "|" not in out:
         return False, f"`{shown}` printed no table.\n\n{out}".rstrip()
-    return True, f"`{shown}` ({took:.0f} s):\n\n{out}"
+    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return True, f"`{shown}`, {today}, commit {_commit()} ({took:.0f} s):\n\n{out}"
 
 
 _MARK = re.compile(r"<!-- bench:(?P<name>[\w-]+) -->\n.*?<!-- /bench:(?P=name) -->", re.S)

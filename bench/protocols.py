@@ -47,6 +47,19 @@ then waits for every acceptor's and the learner's RESULT). Baseline, same
 invocation: one round trip of a 16-byte raw-bytes message on a long-lived
 grpc.aio bidi stream between the client process and an echo process.
 
+Paxos hand-written on grpc.aio, raw bytes (``bench/_paxos_hw.py``): the same
+flow with 9 more acceptor processes and 1 more learner process (promised and
+accepted held in memory); the client process is the proposer, a long-lived
+bidi stream to each acceptor, each acceptor one to the learner. A round with
+``n`` acceptors: Prepare(n) written to the first ``n`` acceptors at once, the
+first majority of Promises read, the value chosen (the highest accepted,
+else its own), Accept(n, v) written to the ``n``, each acceptor writing its
+Accepted to the learner and then to the proposer, the first majority of
+Accepted read. Decision latency: from the first Prepare written to the
+majority of Accepted read (the same ballots ``(k, 0)``, the same value). A
+further row gives choreo's decision latency over the hand-written one's, of
+the same repetitions.
+
 Each repetition's value of a row is the median over that row's operations
 in that repetition; the table gives the median, min and max of those over
 the repetitions and the ratio to the baseline of the same repetitions
@@ -59,8 +72,9 @@ whole log on every promise and accept, which would make later rounds of a
 long run slower than earlier ones.
 
 A third table gives the CPU time per operation (user + system, every thread,
-from ``/proc``) summed over the processes of the row: less sensitive than
-latency to what else the machine runs.
+from ``/proc``) summed over the processes of the row (the client process
+always included: the proposer, or the client): less sensitive than latency
+to what else the machine runs.
 
 Every process is stopped on exit, error or Ctrl-C; a child also exits when
 its stdin (a pipe from the driver) closes, so that even a killed driver
@@ -288,7 +302,7 @@ async def client(cfg: dict[str, Any]) -> None:
     import grpc
 
     import choreo
-    from bench import _pb_loop
+    from bench import _paxos_hw, _pb_loop
     from bench._pb_loop import put_loop
     from choreo import _service
     from choreo._cluster import load_cluster
@@ -420,12 +434,37 @@ async def client(cfg: dict[str, Any]) -> None:
 
         return measure
 
+    proposer = _paxos_hw.Proposer(cfg["px_hw_ports"], OP_TIMEOUT)
+    await proposer.open()
+
+    def paxos_hw(acceptors: int) -> Any:
+        involved = pids["hw_acceptors"][:acceptors] + pids["hw_learners"]
+
+        async def measure(n: int) -> dict[str, float]:
+            nonlocal ballot
+            decided = []
+            cpu = cpu_seconds(involved)
+            for _ in range(n):
+                ballot += 1
+                t0 = time.perf_counter()
+                outcome = await proposer.propose(b"A", (ballot, 0), acceptors)
+                decided.append(time.perf_counter() - t0)
+                assert outcome[0] == "chosen", outcome
+            cpu = cpu_seconds(involved) - cpu
+            return {
+                f"px{acceptors}_hw": statistics.median(decided),
+                f"cpu_px{acceptors}_hw": cpu / n,
+            }
+
+        return measure
+
     blocks: list[tuple[str, Any, int]] = [
         ("PB hand-written", pb_hw, cfg["puts"]),
         ("PB choreo", pb_choreo, cfg["puts"]),
         ("PB choreo, one session", pb_loop, cfg["puts"]),
         ("ping-pong", ping, cfg["rtt"]),
         *((f"Paxos {a} acceptors", paxos(a), cfg["rounds"]) for a in ACCEPTORS),
+        *((f"Paxos {a} hand-written", paxos_hw(a), cfg["rounds"]) for a in ACCEPTORS),
     ]
     try:
         log("warm-up (untimed): every row once")
@@ -453,6 +492,7 @@ async def client(cfg: dict[str, Any]) -> None:
         await pb_client.__aexit__(None, None, None)
         await px_client.__aexit__(None, None, None)
         await loop_client.__aexit__(None, None, None)
+        await proposer.close()
     print("RESULT " + json.dumps(rows), flush=True)
 
 
@@ -541,18 +581,28 @@ def run(args: argparse.Namespace) -> dict[str, list[float]]:
             write_cluster(px_cluster, px_roles)
             write_cluster(loop_cluster, pb_roles)
             t0 = time.perf_counter()
+            hw_learner = procs.start("hand-written learner", "hw-learner")
             waiting = [procs.start(f"hand-written backup {i}", "hw-backup") for i in range(2)]
             echo_proc = procs.start("echo", "echo")
             served = {r: procs.start(r, "serve", "pb", r, str(pb_cluster)) for r in pb_roles}
             served |= {r: procs.start(r, "serve", "paxos", r, str(px_cluster)) for r in px_roles}
             looped = {r: procs.start(r, "serve", "pbloop", r, str(loop_cluster)) for r in pb_roles}
             deadline = time.monotonic() + START_TIMEOUT
+            learner_port = read_line("hand-written learner", hw_learner, deadline).split()[1]
+            hw_acceptors = [
+                procs.start(f"hand-written acceptor {i}", "hw-acceptor", learner_port)
+                for i in range(MAX_ACCEPTORS)
+            ]
             backup_ports = [read_line("hw backup", p, deadline).split()[1] for p in waiting]
             primary = procs.start("hand-written primary", "hw-primary", *backup_ports)
             echo_port = read_line("echo", echo_proc, deadline).split()[1]
             for name, proc in [*served.items(), *looped.items()]:
                 read_line(name, proc, deadline)
             hw_port = read_line("hand-written primary", primary, deadline).split()[1]
+            px_hw_ports = [
+                int(read_line(f"hand-written acceptor {i}", p, deadline).split()[1])
+                for i, p in enumerate(hw_acceptors)
+            ]
             log(f"{len(procs.children)} role processes up in {time.perf_counter() - t0:.1f}s")
             cfg = {
                 "pb_cluster": str(pb_cluster),
@@ -560,6 +610,7 @@ def run(args: argparse.Namespace) -> dict[str, list[float]]:
                 "loop_cluster": str(loop_cluster),
                 "hw_port": int(hw_port),
                 "echo_port": int(echo_port),
+                "px_hw_ports": px_hw_ports,
                 "reps": args.reps,
                 "puts": args.puts,
                 "rounds": args.rounds,
@@ -570,6 +621,8 @@ def run(args: argparse.Namespace) -> dict[str, list[float]]:
                     "echo": [echo_proc.pid],
                     "acceptors": [served[f"acceptors.{i}"].pid for i in range(MAX_ACCEPTORS)],
                     "learners": [served["learners.0"].pid],
+                    "hw_acceptors": [p.pid for p in hw_acceptors],
+                    "hw_learners": [hw_learner.pid],
                 },
             }
             measurer = procs.start("client", "client", json.dumps(cfg))
@@ -613,6 +666,19 @@ def tables(args: argparse.Namespace, rows: dict[str, list[float]]) -> str:
         Row(f"Paxos, {a} acceptors: whole Client.run(propose)", f"px{a}_run", "rtt", "us")
         for a in ACCEPTORS
     ]
+    px += [
+        Row(f"Paxos, {a} acceptors: hand-written grpc.aio decision", f"px{a}_hw", "rtt", "us")
+        for a in ACCEPTORS
+    ]
+    px += [
+        Row(
+            f"Paxos, {a} acceptors: choreo decision (ratio: to the hand-written one)",
+            f"px{a}_dec",
+            f"px{a}_hw",
+            "us",
+        )
+        for a in ACCEPTORS
+    ]
     cpu = [
         Row(
             "PUT, hand-written: client + primary + 2 backups (baseline)",
@@ -627,6 +693,15 @@ def tables(args: argparse.Namespace, rows: dict[str, list[float]]) -> str:
         Row(
             f"Paxos, {a} acceptors: proposer + {a} acceptors + learner",
             f"cpu_px{a}",
+            "cpu_rtt",
+            "us",
+        )
+        for a in ACCEPTORS
+    ]
+    cpu += [
+        Row(
+            f"Paxos, {a} acceptors, hand-written: proposer + {a} acceptors + learner",
+            f"cpu_px{a}_hw",
             "cpu_rtt",
             "us",
         )
@@ -655,7 +730,10 @@ def tables(args: argparse.Namespace, rows: dict[str, list[float]]) -> str:
             f"Single-decree Paxos, one proposer (the client process), n acceptors and 1 learner "
             f"each its own choreo.Server process over gRPC; decision = Client.run called -> the "
             f"proposer's endpoint returns 'chosen' (both phases, a majority of Accepted); "
-            f"{args.rounds} rounds per repetition and size, {args.rtt} ping-pongs ({setup}):",
+            f"hand-written: the same flow on grpc.aio bidi streams, raw bytes, n acceptor "
+            f"processes and 1 learner process of its own, decision = first Prepare written -> "
+            f"a majority of Accepted read; {args.rounds} rounds per repetition, size and "
+            f"implementation, {args.rtt} ping-pongs ({setup}):",
             "",
             markdown(px, rows),
             "",
@@ -680,10 +758,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.proc:
         _watch_stdin()
+        from bench import _paxos_hw
+
         kind, rest = args.proc[0], args.proc[1:]
         main_of = {
             "hw-backup": lambda: hw_backup(),
             "hw-primary": lambda: hw_primary([int(p) for p in rest]),
+            "hw-acceptor": lambda: _paxos_hw.acceptor(int(rest[0])),
+            "hw-learner": lambda: _paxos_hw.learner(),
             "echo": lambda: echo(),
             "serve": lambda: choreo_server(*rest),
             "client": lambda: client(json.loads(rest[0])),
