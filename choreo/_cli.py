@@ -207,6 +207,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if args.report:
                 print(f"READY {address}", file=report, flush=True)
 
+        async def go() -> None:
+            import asyncio
+
+            # `choreo up` says GO on stdin once every role serves (EOF: it is gone)
+            line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            if line.strip() != "GO":
+                raise UsageError("choreo up did not say GO (its pipe closed): not starting")
+
         def failed(exc: BaseException) -> None:
             if args.report:
                 report_error(report, exc)
@@ -221,6 +229,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 session=session,
                 timeout=timeout,
                 on_ready=ready,
+                before_start=go if args.wait_go else None,
                 on_error=failed,
                 tls=cluster.tls_for(args.role),
                 tracer=recorder,
@@ -344,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session", help="session id (the same for every role of the run)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--wait-go", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--trace", metavar="TRACE.jsonl", help="record this role's envelopes here")
     p.set_defaults(func=_cmd_run)
 

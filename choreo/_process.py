@@ -38,7 +38,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -89,6 +89,7 @@ async def run_role(
     session: str,
     timeout: float,
     on_ready: Callable[[str], None] | None = None,
+    before_start: Callable[[], Awaitable[None]] | None = None,
     on_error: Callable[[BaseException], None] | None = None,
     tls: TlsConfig | None = None,
     tracer: Tracer | None = None,
@@ -105,6 +106,8 @@ async def run_role(
         session: the session id, the same for every role of the run.
         timeout: receive (and send) deadline in seconds.
         on_ready: called with the bound address once the role serves.
+        before_start: awaited after ``on_ready``, before the role plays its part
+            (``choreo up`` starts every role at once when all of them serve).
         on_error: called with the role's error as soon as it fails, before the
             peers are told and the transport is closed.
         tls: TLS for the role's transport (``Cluster.tls_for(role)``), or plaintext.
@@ -157,6 +160,12 @@ async def run_role(
     await node.start()
     if on_ready is not None:
         on_ready(link.address or addresses[role])
+    try:
+        if before_start is not None:
+            await before_start()
+    except BaseException:
+        await node.aclose()
+        raise
     ctx = node.open(session, chor.hash, timeout, everyone)
     try:
         return await play_role(
@@ -367,6 +376,7 @@ async def up(
                     "--timeout",
                     str(timeout),
                     "--report",
+                    "--wait-go",
                 ]
                 for item in mine:
                     argv += ["--input", item]
@@ -374,7 +384,7 @@ async def up(
                     argv += ["--trace", str(Path(tmp) / f"{role}.trace.jsonl")]
                 proc = await asyncio.create_subprocess_exec(
                     *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
+                    stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,
                 )
@@ -383,6 +393,7 @@ async def up(
                 tasks.append(asyncio.ensure_future(_read_reports(child, status)))
                 tasks.append(asyncio.ensure_future(_forward(child, output)))
             status("starting " + ", ".join(active))
+            tasks.append(asyncio.ensure_future(_go_when_all_ready(children, status)))
             await _wait(children, status)  # returns early when one fails
         finally:
             await _stop(children)
@@ -419,6 +430,27 @@ def _merge_child_traces(
         except UsageError as exc:  # e.g. a child killed in the middle of a line
             status(f"the trace of {role} is unreadable and left out: {exc}")
     write_trace(sort_records(records), out)
+
+
+async def _go_when_all_ready(children: Sequence[_Child], status: Callable[[str], None]) -> None:
+    """Tell every child to start its role once every child serves (said READY).
+
+    A role that started at once could send to a peer whose process is still
+    starting, and a deadline or a gather's ``timeout=`` would then measure the
+    peer's start-up (a primary-backup put answered RETRY because a backup was
+    still importing). A child that fails first ends the run (``_wait``) and
+    this with it.
+    """
+    while not all(c.address is not None for c in children):
+        if any(c.proc.returncode is not None for c in children):
+            return
+        await asyncio.sleep(0.01)
+    status("every role serves: go")
+    for c in children:
+        if c.proc.stdin is not None:
+            with contextlib.suppress(ConnectionError):
+                c.proc.stdin.write(b"GO\n")
+                await c.proc.stdin.drain()
 
 
 async def _wait(children: Sequence[_Child], status: Callable[[str], None]) -> bool:

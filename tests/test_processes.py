@@ -133,3 +133,34 @@ def test_sigkill_mid_session_fails_the_others_within_the_deadline(tmp_path: Path
         for p in (alice, bob):
             p.kill()
             p.communicate()
+
+
+SLOW_MEMBER = '''
+import sys
+import time
+
+from choreo import At, Role, Roles, choreography
+
+if "workers.1" in sys.argv:  # this member's process takes long to start
+    time.sleep(2.0)
+
+
+@choreography
+def roll_call(leader: Role, workers: Roles) -> At[int, "leader"]:
+    with workers:
+        here = 1
+    answers = workers.send(here, to=leader, timeout=0.5)
+    with leader:
+        count = len(answers)
+    return count
+'''
+
+
+def test_up_starts_the_roles_when_every_role_serves(tmp_path: Path) -> None:
+    """A member that starts late is not late for a gather: `up` says GO once all serve."""
+    chor = tmp_path / "slow_member.py"
+    chor.write_text(SLOW_MEMBER)
+    out = _up(f"{chor}:roll_call", "--census", "workers=2", "--json", "--quiet")
+    assert out.returncode == 0, out.stderr
+    # had the leader started at once, its 0.5 s gather would have ended without workers.1
+    assert json.loads(out.stdout) == {"leader": 2, "workers.0": None, "workers.1": None}
