@@ -135,7 +135,7 @@ def test_sigkill_mid_session_fails_the_others_within_the_deadline(tmp_path: Path
             p.communicate()
 
 
-SLOW_MEMBER = '''
+SLOW_MEMBER = """
 import sys
 import time
 
@@ -153,7 +153,7 @@ def roll_call(leader: Role, workers: Roles) -> At[int, "leader"]:
     with leader:
         count = len(answers)
     return count
-'''
+"""
 
 
 def test_up_starts_the_roles_when_every_role_serves(tmp_path: Path) -> None:
