@@ -438,6 +438,12 @@ def _client_history(
     return _execute(specs)
 
 
+#: Not a speed check: with memoisation these searches take milliseconds; without it, the
+#: search over 200 concurrent operations is exponential (hours). A loaded machine is
+#: far from either.
+SEARCH_GUARD_S = 15.0
+
+
 @pytest.mark.parametrize("appends", [False, True])
 def test_two_hundred_ops_check_quickly(appends: bool) -> None:
     rng = random.Random(7 + appends)
@@ -446,7 +452,7 @@ def test_two_hundred_ops_check_quickly(appends: bool) -> None:
     result = check(kv_model, history)
     elapsed = time.perf_counter() - start
     assert result.ok, result.explain()
-    assert elapsed < 1.0, elapsed
+    assert elapsed < SEARCH_GUARD_S, elapsed
     _validate_witness(history, result)
 
     # a stale read late in the history is found, quickly
@@ -459,7 +465,7 @@ def test_two_hundred_ops_check_quickly(appends: bool) -> None:
     result = check(kv_model, bad)
     elapsed = time.perf_counter() - start
     assert result.illegal and result.failing is not None and result.failing.stuck is bad[k]
-    assert elapsed < 1.0, elapsed
+    assert elapsed < SEARCH_GUARD_S, elapsed
 
 
 def test_timeout_gives_unknown() -> None:
@@ -469,7 +475,7 @@ def test_timeout_gives_unknown() -> None:
     h.append(get(99, "x", "impossible", 11, 12))
     start = time.perf_counter()
     result = check(kv_model, h, timeout=0.1)
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 5.0  # timeout=0.1 is honoured, give or take noise
     assert result.verdict == "unknown" and not result.ok and not result.illegal
     assert "timed out" in result.explain()
     # an illegal part found in time wins over a part that timed out

@@ -82,7 +82,7 @@ def test_deadline_names_role_peer_session_and_label(mod: Any) -> None:
     start = time.monotonic()
     with pytest.raises(choreo.DeadlineError) as info:
         asyncio.run(only_b())  # a never runs
-    assert time.monotonic() - start < 0.2 * 1.1 + 0.1
+    assert time.monotonic() - start < 0.2 + 1.5  # it fails at its 0.2 s deadline, not later
     msg = str(info.value)
     assert "b waited 0.2s" in msg and "from a" in msg and "session sess-1" in msg
     lines = SOURCE.splitlines()

@@ -330,7 +330,7 @@ def test_a_session_against_a_crashed_server_fails_in_virtual_time() -> None:
     start = time.perf_counter()
     out = sim.run(workload)
     assert out.startswith("30 ") or out.startswith("60 "), out
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 10.0  # 30 virtual seconds, not waited for real
 
 
 def _kv_workload(sim: Simulation, clients: int, ops: int) -> list[list[tuple[Any, ...]]]:
