@@ -45,6 +45,11 @@ if TYPE_CHECKING:
 
 __all__ = ["central_results", "interpret"]
 
+#: Compiled expressions of the choreography's own source (conditions, sent values, role
+#: expressions such as ``g[1:]``), sliced from the user's file by the front end. This
+#: interpreter runs the choreography in one process, as calling the Python function would;
+#: nothing here comes from the network (endpoints decode payloads with ``choreo._codec``,
+#: which never evaluates or unpickles bytes).
 _CODE: dict[tuple[str, str], CodeType] = {}
 
 
